@@ -99,7 +99,7 @@ class BaseEstimator:
 
     def __sklearn_tags__(self) -> Any:
         """Describe the estimator to scikit-learn (called by scikit-learn only)."""
-        from sklearn.utils import Tags, TargetTags, TransformerTags  # noqa: PLC0415
+        from sklearn.utils import Tags, TargetTags, TransformerTags
 
         return Tags(
             estimator_type="clusterer",

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._estimator import BaseEstimator, ConvergenceWarning, check_is_fitted
-from ._lloyd import F64, block_stats, kmeans_plusplus, lloyd, nearest, squared_distances
+from ._lloyd import F64, FloatArray, block_stats, kmeans_plusplus, lloyd, nearest, squared_distances
 from ._rows import DaskRows, NumpyRows, assign_blocks, make_rows
 from ._validation import Array, check_array, check_random_state, check_sample_weight, is_dask
 
@@ -29,10 +29,11 @@ Seed = None | int | np.random.Generator
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{name} must be an integer, got {value!r}.")
+    value = int(value)
     if value < low or (high is not None and value > high):
         bound = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ValueError(f"{name} must be {bound}, got {value!r}.")
-    return int(value)
+    return value
 
 
 class _BaseKMeans(BaseEstimator):
@@ -106,7 +107,7 @@ class _BaseKMeans(BaseEstimator):
     def _seed_centers(
         self, rows: NumpyRows | DaskRows, n_runs: int, rng: np.random.Generator, sample_size: int
     ) -> F64:
-        """Initial centres for each run, seeded on a sample drawn from all rows.
+        """Seed initial centres for each run on a sample drawn from all rows.
 
         The sample's row indices are drawn on the client from `rng` alone, so the sample,
         and hence the centres, do not depend on how the rows are chunked.
@@ -151,6 +152,10 @@ class _BaseKMeans(BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> Self:
+        """Fit the estimator (implemented by each estimator)."""
+        raise NotImplementedError
 
     def predict(self, X: Any) -> Array:
         """Index of the nearest centre for each sample.
@@ -200,7 +205,7 @@ class _BaseKMeans(BaseEstimator):
         return -make_rows(X, w).labels_inertia(self.cluster_centers_)[1]
 
     def _finish(self, rows: NumpyRows | DaskRows, centers: F64) -> None:
-        """Final labels and inertia for `centers`, and the distinct-cluster check."""
+        """Set final labels and inertia for `centers`, and check distinct clusters."""
         self.cluster_centers_ = centers
         stats = rows.stats(centers[None])[0]
         self.labels_ = _labels(rows, centers)
@@ -416,8 +421,8 @@ class MiniBatchKMeans(_BaseKMeans):
         self.compute_labels = compute_labels
         self.random_state = random_state
 
-    # Rows gathered from the workers at once for Dask input: about 2**18 * d floats.
-    _POOL_ROWS = 1 << 18
+    # Values (rows x features) of the mini-batches gathered at once: 16 MiB of float64.
+    _POOL_VALUES = 1 << 21
 
     def _validate_params(self) -> None:
         super()._validate_params()
@@ -426,7 +431,8 @@ class MiniBatchKMeans(_BaseKMeans):
             _check_int("max_no_improvement", self.max_no_improvement, 0)
         if not isinstance(self.reassignment_ratio, numbers.Real) or self.reassignment_ratio < 0:
             raise ValueError(
-                f"reassignment_ratio must be a non-negative number, got {self.reassignment_ratio!r}."
+                "reassignment_ratio must be a non-negative number, got "
+                f"{self.reassignment_ratio!r}."
             )
 
     def _init_size(self, n: int) -> int:
@@ -479,16 +485,19 @@ class MiniBatchKMeans(_BaseKMeans):
             reassignment_ratio=float(self.reassignment_ratio),
         )
         n_steps = (self.max_iter * n) // batch
-        pool_steps = max(1, self._POOL_ROWS // batch) if isinstance(rows, DaskRows) else 1
+        # Batches come from their own stream, drawn a pool at a time for every input
+        # type, so the batch sequence is the same whatever the input and its chunks.
+        batch_rng, reassign_rng = rng.spawn(2)
+        pool_steps = max(1, self._POOL_VALUES // (batch * rows.n_features))
         step = 0
         done = False
         while step < n_steps and not done:
             chunk = min(pool_steps, n_steps - step)
-            pool_X, pool_w = rows.take(rng.integers(0, n, chunk * batch))
+            pool_X, pool_w = rows.take(batch_rng.integers(0, n, chunk * batch))
             for b in range(chunk):
                 xb = pool_X[b * batch : (b + 1) * batch]
                 wb = pool_w[b * batch : (b + 1) * batch]
-                new, batch_inertia = state.step(xb, wb, centers, rng)
+                new, batch_inertia = state.step(xb, wb, centers, reassign_rng)
                 shift = float(((new - centers) ** 2).sum()) if tol > 0 else 0.0
                 centers = new
                 step += 1
@@ -499,7 +508,7 @@ class MiniBatchKMeans(_BaseKMeans):
         self.n_iter_ = int(np.ceil(step * batch / n))
         self._counts = state.counts
         # partial_fit after fit carries on from here, as in scikit-learn.
-        self._state, self._rng = state, rng
+        self._state, self._rng = state, reassign_rng
         if self.compute_labels:
             self._finish(rows, centers)
         else:
@@ -604,7 +613,7 @@ class _MiniBatchState:
             self.counts[to] = self.counts[~to].min()
 
     def step(
-        self, X: F64, w: F64, centers: F64, rng: np.random.Generator
+        self, X: FloatArray, w: F64, centers: F64, rng: np.random.Generator
     ) -> tuple[F64, float]:
         """One in-memory mini-batch step; returns new centres and the batch inertia."""
         stats = block_stats(X, w, centers[None])[0]
@@ -665,4 +674,3 @@ class _MiniBatchState:
         else:
             self.no_improvement += 1
         return max_no_improvement is not None and self.no_improvement >= max_no_improvement
-

@@ -35,7 +35,9 @@ F64 = npt.NDArray[np.float64]
 _SLAB = 1 << 15
 
 
-def squared_distances(X: FloatArray, centers: FloatArray, x_sq: FloatArray | None = None) -> FloatArray:
+def squared_distances(
+    X: FloatArray, centers: FloatArray, x_sq: FloatArray | None = None
+) -> FloatArray:
     """Squared Euclidean distances between rows of `X` and `centers`, shape (n, k).
 
     Uses ``|x|^2 - 2 x.c + |c|^2`` so that the bulk of the work is one matrix product;
@@ -92,7 +94,7 @@ def block_stats(X: FloatArray, w: F64, centers: FloatArray) -> F64:
 
 
 def block_far_points(X: FloatArray, w: F64, centers: FloatArray, m: int) -> F64:
-    """The `m` samples of a block farthest from their nearest centre, for each run.
+    """Return the `m` samples of a block farthest from their nearest centre, for each run.
 
     Returns an array of shape (runs, m', d + 3) with ``m' = min(m, n)`` whose columns are
     the squared distance, the weight, the nearest centre's index and the sample itself.
@@ -209,15 +211,16 @@ def lloyd(rows: Rows, centers: F64, *, max_iter: int, tol: float) -> LloydResult
         if idx.size == 0:
             break
         stats = rows.stats(centers[idx])
+        # With unchanged centres this pass's assignment is final: keep its inertia and
+        # weights before relocation edits the sums.
+        inertia[idx] = stats[:, :, -1].sum(axis=1)
+        weights[idx] = stats[:, :, -2]
         _relocate_empty(stats, rows, centers[idx])
         new = centers_from_stats(stats, centers[idx])
         shift = ((new - centers[idx]) ** 2).sum(axis=(1, 2))
         n_iter[idx] += 1
         strict = shift == 0
         stopped = shift <= tol
-        # With unchanged centres the pass's inertia and weights are already final.
-        inertia[idx] = stats[:, :, -1].sum(axis=1)
-        weights[idx] = stats[:, :, -2]
         centers[idx] = new
         final_pass[idx] = ~strict
         active[idx[stopped]] = False
@@ -290,11 +293,9 @@ def kmeans_plusplus(
     closest = squared_distances(X, X[first : first + 1], x_sq)[:, 0].astype(np.float64)
     for c in range(1, n_clusters):
         cum = np.cumsum(w * closest)
-        if cum[-1] <= 0:
-            # Every sample coincides with a chosen centre: fewer distinct points than k.
-            cand = draw(np.cumsum(w), n_local_trials)
-        else:
-            cand = draw(cum, n_local_trials)
+        # cum[-1] == 0: every sample sits on a chosen centre (fewer distinct points than
+        # k), so draw by weight alone.
+        cand = draw(cum if cum[-1] > 0 else np.cumsum(w), n_local_trials)
         dist = squared_distances(X[cand], X, x_sq[cand]).astype(np.float64)
         np.minimum(dist, closest[None, :], out=dist)
         best = int(np.argmin(dist @ w))

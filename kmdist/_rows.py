@@ -42,7 +42,7 @@ class NumpyRows:
         return block_stats(self.X, self.w, centers)
 
     def far_points(self, centers: F64, m: int) -> F64:
-        """The `m` samples farthest from their nearest centre, for each run."""
+        """Return the `m` samples farthest from their nearest centre, for each run."""
         return block_far_points(self.X, self.w, centers, m)
 
     def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
@@ -84,8 +84,9 @@ def _labels_kernel(x: FloatArray, centers: F64) -> npt.NDArray[np.int32]:
 
 def assign_blocks(X: da.Array, centers: F64) -> da.Array:
     """Lazy nearest-centre labels (int32) of a Dask sample matrix, chunked like its rows."""
-    return X.map_blocks(
+    return da.map_blocks(
         _labels_kernel,
+        X,
         centers,
         drop_axis=1,
         dtype=np.int32,
@@ -142,7 +143,7 @@ class DaskRows:
         return out
 
     def far_points(self, centers: F64, m: int) -> F64:
-        """The `m` samples farthest from their nearest centre, for each run."""
+        """Return the `m` samples farthest from their nearest centre, for each run."""
         runs, _, d = centers.shape
         nb = self.X.numblocks[0]
         sizes = [min(m, int(c)) for c in self.X.chunks[0]]
@@ -158,7 +159,9 @@ class DaskRows:
             meta=np.empty((0, 0, 0, 0), dtype=np.float64),
         )
         blocks = [b[0] for b in parts.to_delayed().ravel()]
-        merged = np.concatenate(da.compute(*blocks), axis=1) if blocks else np.zeros((runs, 0, d + 3))
+        merged = (
+            np.concatenate(da.compute(*blocks), axis=1) if blocks else np.zeros((runs, 0, d + 3))
+        )
         order = np.argsort(-merged[:, :, 0], axis=1, kind="stable")[:, :m]
         return np.take_along_axis(merged, order[:, :, None], axis=1)
 

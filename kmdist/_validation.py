@@ -30,7 +30,7 @@ def is_dask(x: object) -> bool:
     return isinstance(x, da.Array)
 
 
-def check_random_state(seed: None | int | np.random.Generator) -> np.random.Generator:
+def check_random_state(seed: int | np.random.Generator | None) -> np.random.Generator:
     """Turn `seed` into a NumPy Generator.
 
     ``None`` gives fresh entropy, an integer a reproducible generator, and a Generator is
@@ -95,8 +95,7 @@ def _check_dask(X: da.Array, *, estimator: str, min_samples: int) -> da.Array:
         raise ValueError("Complex data not supported")
     if X.ndim and any(np.isnan(c) for c in X.chunks[0]):
         raise ValueError(
-            "X has unknown chunk sizes; call X.compute_chunk_sizes() before fitting "
-            f"{estimator}"
+            f"X has unknown chunk sizes; call X.compute_chunk_sizes() before fitting {estimator}"
         )
     _check_shape(X.shape, X=None, estimator=estimator, min_samples=min_samples)
     X = X.astype(_float_dtype(X.dtype))
@@ -105,9 +104,7 @@ def _check_dask(X: da.Array, *, estimator: str, min_samples: int) -> da.Array:
     return X
 
 
-def _check_shape(
-    shape: tuple[int, ...], *, X: Any, estimator: str, min_samples: int
-) -> None:
+def _check_shape(shape: tuple[int, ...], *, X: Any, estimator: str, min_samples: int) -> None:
     if len(shape) != 2:
         if len(shape) == 1:
             preview = f"\narray={X}." if X is not None else ""
@@ -137,37 +134,40 @@ def check_finite(X: npt.NDArray[np.floating[Any]], name: str = "X") -> None:
         if np.isnan(X).any():
             raise ValueError(f"Input {name} contains NaN.")
         if not np.isfinite(X).all():
-            raise ValueError(f"Input {name} contains infinity or a value too large for {X.dtype!r}.")
+            raise ValueError(
+                f"Input {name} contains infinity or a value too large for {X.dtype!r}."
+            )
 
 
 def check_sample_weight(sample_weight: Any, X: Array) -> Array:
     """Validate sample weights for `X`; ``None`` means a weight of one for every sample.
 
     Returns a float64 array of shape (n_samples,), chunked like `X`'s rows when `X` is a
-    Dask array.
+    Dask array. Dask weights are checked for shape here; their values are not read.
     """
     n = X.shape[0]
-    if sample_weight is None:
-        if is_dask(X):
-            return da.ones(n, dtype=np.float64, chunks=(X.chunks[0],))
-        return np.ones(n, dtype=np.float64)
-    if isinstance(sample_weight, numbers.Number):
-        if is_dask(X):
-            return da.full(n, float(sample_weight), dtype=np.float64, chunks=(X.chunks[0],))
-        return np.full(n, float(sample_weight), dtype=np.float64)
-    if is_dask(sample_weight) or is_dask(X):
+    if isinstance(X, da.Array):
+        if sample_weight is None or isinstance(sample_weight, numbers.Real):
+            value = 1.0 if sample_weight is None else float(sample_weight)
+            return da.full(n, value, dtype=np.float64, chunks=(X.chunks[0],))
         w = da.asarray(sample_weight).astype(np.float64)
-        if w.shape != (n,):
-            raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
-        if is_dask(X):
-            return w.rechunk((X.chunks[0],))
-        return w.compute()  # type: ignore[no-any-return]
-    w = np.asarray(sample_weight, dtype=np.float64)
-    if w.ndim != 1:
-        raise ValueError("Sample weights must be 1D array or scalar")
-    if w.shape != (n,):
-        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n},)!")
-    check_finite(w, "sample_weight")
-    if (w < 0).any():
+        _check_weight_shape(w.shape, n)
+        return w.rechunk((X.chunks[0],))
+    if sample_weight is None or isinstance(sample_weight, numbers.Real):
+        value = 1.0 if sample_weight is None else float(sample_weight)
+        return np.full(n, value, dtype=np.float64)
+    if isinstance(sample_weight, da.Array):
+        sample_weight = sample_weight.compute()  # weights of in-memory samples fit too
+    arr = np.asarray(sample_weight, dtype=np.float64)
+    _check_weight_shape(arr.shape, n)
+    check_finite(arr, "sample_weight")
+    if (arr < 0).any():
         raise ValueError("Negative values in data passed to sample_weight")
-    return w
+    return arr
+
+
+def _check_weight_shape(shape: tuple[int, ...], n: int) -> None:
+    if len(shape) != 1:
+        raise ValueError("Sample weights must be 1D array or scalar")
+    if shape != (n,):
+        raise ValueError(f"sample_weight.shape == {shape}, expected ({n},)!")

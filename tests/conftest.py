@@ -1,0 +1,125 @@
+"""Shared fixtures: seeds, Dask clusters (in-process and separately started processes)."""
+
+from __future__ import annotations
+
+import os
+
+# scikit-learn's array-API estimator check needs this before SciPy is first imported.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SEED = 20261125
+
+
+@pytest.fixture
+def seed() -> int:
+    """The one seed tests draw their randomness from."""
+    return SEED
+
+
+@pytest.fixture
+def rng(seed: int):
+    import numpy as np
+
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture(scope="session")
+def local_cluster() -> Iterator[object]:
+    """A real two-worker, one-thread-per-worker distributed.LocalCluster (processes)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def local_client(local_cluster):
+    from distributed import Client
+
+    with Client(local_cluster) as client:
+        yield client
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def external_scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A `dask scheduler` and two `dask worker` processes started on 127.0.0.1.
+
+    Yields the scheduler address; stops every process it started, by process id.
+    """
+    bindir = Path(sys.executable).parent
+    dask_cli = shutil.which("dask", path=str(bindir)) or shutil.which("dask")
+    assert dask_cli, "the `dask` command is missing: install distributed"
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path_factory.mktemp("dask-logs")
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *args: str) -> None:
+        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        procs.append(subprocess.Popen([dask_cli, *args], stdout=log, stderr=subprocess.STDOUT))
+
+    try:
+        start(
+            "scheduler",
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dashboard-address",
+            "127.0.0.1:0",
+        )
+        for i in range(2):
+            start(
+                f"worker{i}",
+                "worker",
+                address,
+                "--host",
+                "127.0.0.1",
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
+                "--memory-limit",
+                "2GiB",
+                "--name",
+                f"w{i}",
+            )
+        from distributed import Client
+
+        deadline = time.monotonic() + 60
+        with Client(address, timeout=60) as client:
+            while len(client.scheduler_info()["workers"]) < 2:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"dask workers did not connect; logs in {logs}")
+                for p in procs:
+                    if p.poll() is not None:
+                        raise RuntimeError(f"a dask process exited early; logs in {logs}")
+                time.sleep(0.2)
+        yield address
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
