@@ -16,7 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ._estimator import BaseEstimator, ConvergenceWarning, check_is_fitted
-from ._lloyd import F64, FloatArray, block_stats, kmeans_plusplus, lloyd, nearest, squared_distances
+from ._lloyd import F64, block_stats, lloyd, nearest, seed_centers, squared_distances
+from ._minibatch import MiniBatchState, run_minibatch
 from ._rows import DaskRows, NumpyRows, assign_blocks, make_rows
 from ._validation import Array, check_array, check_random_state, check_sample_weight, is_dask
 
@@ -107,31 +108,11 @@ class _BaseKMeans(BaseEstimator):
     def _seed_centers(
         self, rows: NumpyRows | DaskRows, n_runs: int, rng: np.random.Generator, sample_size: int
     ) -> F64:
-        """Seed initial centres for each run on a sample drawn from all rows.
-
-        The sample's row indices are drawn on the client from `rng` alone, so the sample,
-        and hence the centres, do not depend on how the rows are chunked.
-        """
         given = self._check_init_array(rows.n_features)
         if given is not None:
             return given[None]
-        n = rows.n_samples
-        out = np.empty((n_runs, self.n_clusters, rows.n_features))
-        for r in range(n_runs):
-            if sample_size >= n:
-                idx = np.arange(n)
-            else:
-                idx = np.sort(rng.choice(n, size=sample_size, replace=False))
-            Xs, ws = rows.take(idx)
-            if self.init == "k-means++":
-                if ws.sum() <= 0:
-                    ws = np.ones_like(ws)
-                out[r] = kmeans_plusplus(Xs, self.n_clusters, sample_weight=ws, rng=rng)[0]
-            else:
-                positive = np.flatnonzero(ws > 0)
-                pool = positive if positive.size >= self.n_clusters else np.arange(len(ws))
-                out[r] = Xs[rng.permutation(pool)[: self.n_clusters]]
-        return out
+        init: Literal["k-means++", "random"] = "k-means++" if self.init == "k-means++" else "random"
+        return seed_centers(rows, self.n_clusters, init, n_runs, rng, sample_size)
 
     def _check_test_data(self, X: Any) -> Array:
         check_is_fitted(self)
@@ -478,32 +459,24 @@ class MiniBatchKMeans(_BaseKMeans):
         batch = min(self.batch_size, n)
         tol = self.tol * rows.weighted_variance() if self.tol > 0 else 0.0
         centers = self._initialise(rows, rng)
-        state = _MiniBatchState(
+        state = MiniBatchState(
             counts=np.zeros(self.n_clusters),
             batch_size=batch,
             n_samples=n,
             reassignment_ratio=float(self.reassignment_ratio),
         )
-        n_steps = (self.max_iter * n) // batch
-        # Batches come from their own stream, drawn a pool at a time for every input
-        # type, so the batch sequence is the same whatever the input and its chunks.
         batch_rng, reassign_rng = rng.spawn(2)
-        pool_steps = max(1, self._POOL_VALUES // (batch * rows.n_features))
-        step = 0
-        done = False
-        while step < n_steps and not done:
-            chunk = min(pool_steps, n_steps - step)
-            pool_X, pool_w = rows.take(batch_rng.integers(0, n, chunk * batch))
-            for b in range(chunk):
-                xb = pool_X[b * batch : (b + 1) * batch]
-                wb = pool_w[b * batch : (b + 1) * batch]
-                new, batch_inertia = state.step(xb, wb, centers, reassign_rng)
-                shift = float(((new - centers) ** 2).sum()) if tol > 0 else 0.0
-                centers = new
-                step += 1
-                if state.converged(step, shift, tol, batch_inertia, self.max_no_improvement):
-                    done = True
-                    break
+        centers, step = run_minibatch(
+            rows,
+            centers,
+            state,
+            max_steps=(self.max_iter * n) // batch,
+            tol=tol,
+            max_no_improvement=self.max_no_improvement,
+            batch_rng=batch_rng,
+            reassign_rng=reassign_rng,
+            pool_values=self._POOL_VALUES,
+        )
         self.n_steps_ = step
         self.n_iter_ = int(np.ceil(step * batch / n))
         self._counts = state.counts
@@ -547,7 +520,7 @@ class MiniBatchKMeans(_BaseKMeans):
         rows = make_rows(X, w)
         if first:
             self.cluster_centers_ = self._initialise(rows, self._rng)
-            self._state = _MiniBatchState(
+            self._state = MiniBatchState(
                 counts=np.zeros(self.n_clusters),
                 batch_size=rows.n_samples,
                 n_samples=rows.n_samples,
@@ -562,115 +535,3 @@ class MiniBatchKMeans(_BaseKMeans):
             labels, inertia = rows.labels_inertia(centers)
             self.labels_, self.inertia_ = labels, inertia
         return self
-
-
-class _MiniBatchState:
-    """Counts, smoothed inertia and reassignment clock of a mini-batch run."""
-
-    def __init__(
-        self, *, counts: F64, batch_size: int, n_samples: int, reassignment_ratio: float
-    ) -> None:
-        self.counts = counts
-        self.batch_size = batch_size
-        self.n_samples = n_samples
-        self.reassignment_ratio = reassignment_ratio
-        self.since_reassign = 0
-        self.ewa_inertia: float | None = None
-        self.ewa_min: float | None = None
-        self.no_improvement = 0
-
-    def _reassign_due(self) -> bool:
-        # scikit-learn's clock: reassign when a centre is empty or every 10 * (1 + min
-        # count) steps, so that reassignment becomes rare as counts grow.
-        self.since_reassign += 1
-        if (self.counts == 0).any() or self.since_reassign >= 10 * (1 + self.counts.min()):
-            self.since_reassign = 0
-            return True
-        return False
-
-    def _update(self, stats: F64, centers: F64) -> F64:
-        """Move each centre to the running weighted mean of its samples."""
-        d = centers.shape[1]
-        sums, wsum = stats[:, :d], stats[:, d]
-        hit = wsum > 0
-        new = centers.copy()
-        total = self.counts[hit] + wsum[hit]
-        new[hit] = (centers[hit] * self.counts[hit, None] + sums[hit]) / total[:, None]
-        self.counts[hit] = total
-        return new
-
-    def _to_reassign(self, n_batch: int) -> npt.NDArray[np.bool_]:
-        if self.reassignment_ratio <= 0:
-            return np.zeros(self.counts.shape, dtype=bool)
-        to = self.counts < self.reassignment_ratio * self.counts.max()
-        if to.sum() > 0.5 * n_batch:
-            keep = np.argsort(self.counts, kind="stable")[int(0.5 * n_batch) :]
-            to[keep] = False
-        return to
-
-    def _finish_reassign(self, to: npt.NDArray[np.bool_]) -> None:
-        if (~to).any():
-            self.counts[to] = self.counts[~to].min()
-
-    def step(
-        self, X: FloatArray, w: F64, centers: F64, rng: np.random.Generator
-    ) -> tuple[F64, float]:
-        """One in-memory mini-batch step; returns new centres and the batch inertia."""
-        stats = block_stats(X, w, centers[None])[0]
-        new = self._update(stats, centers)
-        if self._reassign_due():
-            to = self._to_reassign(X.shape[0])
-            n_re = int(to.sum())
-            if n_re:
-                p = w / w.sum()
-                n_re = min(n_re, int((p > 0).sum()))
-                picks = rng.choice(X.shape[0], size=n_re, replace=False, p=p)
-                new[np.flatnonzero(to)[:n_re]] = X[picks]
-            self._finish_reassign(to)
-        return new, float(stats[:, -1].sum())
-
-    def step_rows(
-        self, rows: NumpyRows | DaskRows, centers: F64, rng: np.random.Generator
-    ) -> tuple[F64, float]:
-        """One mini-batch step whose batch is all of `rows` (used by partial_fit)."""
-        if isinstance(rows, NumpyRows):
-            return self.step(rows.X, rows.w, centers, rng)
-        stats = rows.stats(centers[None])[0]
-        new = self._update(stats, centers)
-        if self._reassign_due():
-            to = self._to_reassign(rows.n_samples)
-            n_re = int(to.sum())
-            if n_re:
-                w = np.asarray(rows.w[:, 0].compute())
-                p = w / w.sum()
-                n_re = min(n_re, int((p > 0).sum()))
-                picks = np.sort(rng.choice(rows.n_samples, size=n_re, replace=False, p=p))
-                new[np.flatnonzero(to)[:n_re]] = rows.take(picks)[0]
-            self._finish_reassign(to)
-        return new, float(stats[:, -1].sum())
-
-    def converged(
-        self,
-        step: int,
-        shift: float,
-        tol: float,
-        batch_inertia: float,
-        max_no_improvement: int | None,
-    ) -> bool:
-        """scikit-learn's early stopping on the smoothed batch inertia or centre shift."""
-        batch_inertia /= self.batch_size
-        if step == 1:
-            return False  # the first step's inertia reflects the seeding only
-        if self.ewa_inertia is None:
-            self.ewa_inertia = batch_inertia
-        else:
-            alpha = min(1.0, self.batch_size * 2.0 / (self.n_samples + 1))
-            self.ewa_inertia = self.ewa_inertia * (1 - alpha) + batch_inertia * alpha
-        if tol > 0 and shift <= tol:
-            return True
-        if self.ewa_min is None or self.ewa_inertia < self.ewa_min:
-            self.no_improvement = 0
-            self.ewa_min = self.ewa_inertia
-        else:
-            self.no_improvement += 1
-        return max_no_improvement is not None and self.no_improvement >= max_no_improvement

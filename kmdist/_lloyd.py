@@ -12,7 +12,7 @@ and its inertia. They add up across blocks, so a pass is one tree reduction.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -25,6 +25,7 @@ __all__ = [
     "kmeans_plusplus",
     "lloyd",
     "nearest",
+    "seed_centers",
     "squared_distances",
 ]
 
@@ -126,6 +127,13 @@ class Rows(Protocol):
 
     def far_points(self, centers: F64, m: int) -> F64:
         """`block_far_points` over all blocks, merged and cut to the `m` farthest."""
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples ``n``."""
+
+    def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
+        """Gather samples `idx` (numbered independently of chunking) and their weights."""
 
 
 @dataclass(frozen=True)
@@ -302,3 +310,40 @@ def kmeans_plusplus(
         closest = dist[best]
         indices[c], centers[c] = cand[best], X[cand[best]]
     return centers, indices
+
+
+def seed_centers(
+    rows: Rows,
+    n_clusters: int,
+    init: Literal["k-means++", "random"],
+    n_runs: int,
+    rng: np.random.Generator,
+    sample_size: int,
+) -> F64:
+    """Seed `n_runs` sets of initial centres, each on a uniform sample of the rows.
+
+    The sample's indices are drawn on the client from `rng` alone, so the sample, and
+    hence the centres, do not depend on how the rows are chunked. ``"random"`` picks
+    distinct samples of positive weight.
+
+    Returns
+    -------
+    ndarray of shape (n_runs, n_clusters, n_features)
+    """
+    n = rows.n_samples
+    out = np.empty((n_runs, n_clusters, rows.n_features))
+    for r in range(n_runs):
+        if sample_size >= n:
+            idx = np.arange(n)
+        else:
+            idx = np.sort(rng.choice(n, size=sample_size, replace=False))
+        Xs, ws = rows.take(idx)
+        if init == "k-means++":
+            if ws.sum() <= 0:
+                ws = np.ones_like(ws)
+            out[r] = kmeans_plusplus(Xs, n_clusters, sample_weight=ws, rng=rng)[0]
+        else:
+            positive = np.flatnonzero(ws > 0)
+            pool = positive if positive.size >= n_clusters else np.arange(len(ws))
+            out[r] = Xs[rng.permutation(pool)[:n_clusters]]
+    return out

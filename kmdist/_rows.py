@@ -1,27 +1,36 @@
 """Passes over weighted samples held in NumPy or spread over a Dask array's blocks.
 
 `NumpyRows` and `DaskRows` implement the `kmdist._lloyd.Rows` interface. For Dask input
-each pass is one graph: a per-block kernel and a tree reduction whose result, a few
-kilobytes of statistics, is all that reaches the client. Samples never do, except the
-rows explicitly asked for by `take` (seeding samples and mini-batches).
+each pass is one graph: a kernel per block and a tree reduction whose result, a few
+kilobytes of statistics, is all that reaches the client. Samples never do, except those
+explicitly asked for by `take` (seeding samples and mini-batches).
+
+A Dask array of any number of dimensions can serve as rows: the last axis holds the
+features and every other axis indexes samples in C order. An image (y, x, c) is thus a
+set of y * x pixels without reshaping, which would force a rechunk across its tiles.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import numpy.typing as npt
+from dask.base import compute
+from dask.delayed import Delayed, delayed
 
 from ._lloyd import F64, FloatArray, block_far_points, block_stats, nearest
 from ._validation import check_finite
 
-__all__ = ["DaskRows", "NumpyRows", "assign_blocks", "make_rows"]
+__all__ = ["DaskRows", "NumpyRows", "assign_blocks", "make_rows", "tree_reduce"]
 
 
 class NumpyRows:
-    """Weighted samples in memory."""
+    """Weighted samples in memory, shape (n, d)."""
+
+    in_memory = True
 
     def __init__(self, X: FloatArray, w: F64) -> None:
         self.X = X
@@ -49,6 +58,10 @@ class NumpyRows:
         """Rows `idx` and their weights."""
         return self.X[idx], self.w[idx]
 
+    def all_weights(self) -> F64:
+        """Every sample's weight."""
+        return self.w
+
     def weighted_variance(self) -> float:
         """Mean over features of the weighted variance."""
         total = self.w.sum()
@@ -61,135 +74,151 @@ class NumpyRows:
         return labels, float(dist @ self.w)
 
 
-def _stats_kernel(x: FloatArray, w: F64, centers: F64, check: bool) -> F64:
+def tree_reduce(parts: Sequence[Delayed], combine: Callable[..., Any], split_every: int = 8) -> Any:
+    """Combine delayed parts in a tree of `combine` calls, `split_every` at a time."""
+    level = list(parts)
+    while len(level) > 1:
+        level = [
+            delayed(combine, pure=True)(*level[i : i + split_every])
+            for i in range(0, len(level), split_every)
+        ]
+    return level[0]
+
+
+def _add(*arrays: F64) -> F64:
+    return np.sum(arrays, axis=0)
+
+
+def _flat(x: FloatArray, w: F64 | None) -> tuple[FloatArray, F64]:
+    """Reshape a block to (samples, features); weights default to ones."""
+    x2 = x.reshape(-1, x.shape[-1])
+    w1 = np.ones(x2.shape[0]) if w is None else np.asarray(w, dtype=np.float64).reshape(-1)
+    return x2, w1
+
+
+def _stats_kernel(x: FloatArray, w: F64 | None, centers: F64, check: bool) -> F64:
+    x2, w1 = _flat(x, w)
     if check:
-        check_finite(x)
-    return block_stats(x, w[:, 0], centers)[None]
+        check_finite(x2)
+    return block_stats(x2, w1, centers)
 
 
-def _far_kernel(x: FloatArray, w: F64, centers: F64, m: int) -> F64:
-    return block_far_points(x, w[:, 0], centers, m)[None]
+def _far_kernel(x: FloatArray, w: F64 | None, centers: F64, m: int) -> F64:
+    return block_far_points(*_flat(x, w), centers, m)
 
 
-def _moments_kernel(x: FloatArray, w: F64) -> F64:
-    # Weighted zeroth, first and second moments, in float64: they add across blocks.
-    check_finite(x)
-    xw = x.astype(np.float64) * w
-    return np.concatenate([[w.sum()], xw.sum(axis=0), (xw * x).sum(axis=0)])[None]
+def _moments_kernel(x: FloatArray, w: F64 | None) -> F64:
+    # Weighted zeroth, first and second moments in float64: they add across blocks.
+    x2, w1 = _flat(x, w)
+    check_finite(x2)
+    xw = x2.astype(np.float64) * w1[:, None]
+    return np.concatenate([[w1.sum()], xw.sum(axis=0), (xw * x2).sum(axis=0)])
 
 
 def _labels_kernel(x: FloatArray, centers: F64) -> npt.NDArray[np.int32]:
-    return nearest(x, centers)[0]
+    return nearest(x.reshape(-1, x.shape[-1]), centers)[0].reshape(x.shape[:-1])
 
 
 def assign_blocks(X: da.Array, centers: F64) -> da.Array:
-    """Lazy nearest-centre labels (int32) of a Dask sample matrix, chunked like its rows."""
+    """Lazy nearest-centre labels (int32) of Dask samples, chunked like the samples.
+
+    `X` has the features on its last axis; the labels have the other axes.
+    """
     return da.map_blocks(
         _labels_kernel,
         X,
         centers,
-        drop_axis=1,
+        drop_axis=X.ndim - 1,
         dtype=np.int32,
-        meta=np.empty((0,), dtype=np.int32),
+        meta=np.empty((0,) * (X.ndim - 1), dtype=np.int32),
     )
 
 
 class DaskRows:
-    """Weighted samples spread over the row blocks of a Dask array.
+    """Weighted samples spread over the blocks of a Dask array.
 
     Parameters
     ----------
-    X : dask.array.Array of shape (n, d)
-        Samples, one chunk along the features.
-    w : dask.array.Array of shape (n,)
-        Weights, chunked like `X`'s rows.
+    X : dask.array.Array of shape (..., d)
+        Samples along every axis but the last, features on the last axis (one chunk).
+    w : dask.array.Array of shape X.shape[:-1], optional
+        Weights, chunked like `X` without its last axis; None means all ones.
     """
 
-    def __init__(self, X: da.Array, w: da.Array) -> None:
+    in_memory = False
+
+    def __init__(self, X: da.Array, w: da.Array | None = None) -> None:
+        if X.numblocks[-1] != 1:
+            X = X.rechunk({X.ndim - 1: -1})
         self.X = X
-        self.w = w[:, None]
+        self.w = None if w is None else w.rechunk(X.chunks[:-1])
+        self._lead = tuple(int(s) for s in X.shape[:-1])
         # Values are checked for NaN/inf on the workers during the first pass only.
         self._checked = False
 
     @property
     def n_samples(self) -> int:
         """Number of samples."""
-        return int(self.X.shape[0])
+        return int(np.prod(self._lead))
 
     @property
     def n_features(self) -> int:
         """Number of features."""
-        return int(self.X.shape[1])
+        return int(self.X.shape[-1])
 
-    def _per_block(self, kernel: Any, width: tuple[int, ...], *args: Any) -> da.Array:
-        nb = self.X.numblocks[0]
-        return da.map_blocks(
-            kernel,
-            self.X,
-            self.w,
-            *args,
-            chunks=((1,) * nb, *((s,) for s in width)),
-            new_axis=list(range(2, 1 + len(width))),
-            dtype=np.float64,
-            meta=np.empty((0,) * (1 + len(width)), dtype=np.float64),
-        )
+    def _blocks(self) -> list[tuple[Delayed, Delayed | None]]:
+        xs = self.X.to_delayed().reshape(-1)
+        if self.w is None:
+            return [(x, None) for x in xs]
+        return list(zip(xs, self.w.to_delayed().reshape(-1), strict=True))
+
+    def _reduce(self, kernel: Callable[..., F64], *args: Any) -> F64:
+        parts = [delayed(kernel, pure=True)(x, w, *args) for x, w in self._blocks()]
+        (out,) = compute(tree_reduce(parts, _add))
+        return np.asarray(out, dtype=np.float64)
 
     def stats(self, centers: F64) -> F64:
         """Packed per-cluster statistics for each run, one pass on the cluster."""
-        runs, k, d = centers.shape
-        parts = self._per_block(_stats_kernel, (runs, k, d + 2), centers, not self._checked)
-        out: F64 = parts.sum(axis=0).compute()
+        out = self._reduce(_stats_kernel, centers, not self._checked)
         self._checked = True
         return out
 
     def far_points(self, centers: F64, m: int) -> F64:
         """Return the `m` samples farthest from their nearest centre, for each run."""
-        runs, _, d = centers.shape
-        nb = self.X.numblocks[0]
-        sizes = [min(m, int(c)) for c in self.X.chunks[0]]
-        parts = da.map_blocks(
-            _far_kernel,
-            self.X,
-            self.w,
-            centers,
-            m,
-            chunks=((1,) * nb, (runs,), tuple(sizes), (d + 3,)),
-            new_axis=[2, 3],
-            dtype=np.float64,
-            meta=np.empty((0, 0, 0, 0), dtype=np.float64),
-        )
-        blocks = [b[0] for b in parts.to_delayed().ravel()]
-        merged = (
-            np.concatenate(da.compute(*blocks), axis=1) if blocks else np.zeros((runs, 0, d + 3))
-        )
+        parts = [delayed(_far_kernel, pure=True)(x, w, centers, m) for x, w in self._blocks()]
+        merged = np.concatenate(compute(*parts), axis=1)
         order = np.argsort(-merged[:, :, 0], axis=1, kind="stable")[:, :m]
         return np.take_along_axis(merged, order[:, :, None], axis=1)
 
     def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
-        """Rows `idx` (any order, repeats allowed) and their weights.
+        """Gather samples `idx` (C-order numbers, any order, repeats allowed) and weights.
 
-        The rows are cut out of their blocks on the workers; only they travel.
+        The samples are cut out of their blocks on the workers; only they travel.
         """
         order = np.argsort(idx, kind="stable")
-        sorted_idx = idx[order]
-        x, w = da.compute(self.X[sorted_idx], self.w[sorted_idx, 0])
+        coords = np.unravel_index(idx[order], self._lead)
+        x_sel = self.X.vindex[coords] if len(coords) > 1 else self.X[coords[0]]
+        if self.w is None:
+            (x,) = compute(x_sel)
+            w = np.ones(len(idx))
+        else:
+            w_sel = self.w.vindex[coords] if len(coords) > 1 else self.w[coords[0]]
+            x, w = compute(x_sel, w_sel)
         check_finite(x)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        return x[inverse], w[inverse]
+        return x[inverse], np.asarray(w, dtype=np.float64)[inverse]
+
+    def all_weights(self) -> F64:
+        """Every sample's weight, brought to the client (n floats)."""
+        if self.w is None:
+            return np.ones(self.n_samples)
+        return np.asarray(self.w.compute(), dtype=np.float64).reshape(-1)
 
     def weighted_variance(self) -> float:
         """Mean over features of the weighted variance, one pass on the cluster."""
         d = self.n_features
-        parts = da.map_blocks(
-            _moments_kernel,
-            self.X,
-            self.w,
-            chunks=((1,) * self.X.numblocks[0], (1 + 2 * d,)),
-            dtype=np.float64,
-            meta=np.empty((0, 0), dtype=np.float64),
-        )
-        m = parts.sum(axis=0).compute()
+        m = self._reduce(_moments_kernel)
         self._checked = True
         total, s1, s2 = m[0], m[1 : 1 + d], m[1 + d :]
         return float(np.maximum(s2 / total - (s1 / total) ** 2, 0).mean())
