@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ._estimator import BaseEstimator, ConvergenceWarning, check_is_fitted
-from ._lloyd import F64, block_stats, lloyd, nearest, seed_centers, squared_distances
-from ._minibatch import MiniBatchState, run_minibatch
+from ._lloyd import F64, lloyd, nearest, seed_centers, squared_distances
+from ._minibatch import MiniBatchState, best_seeding, run_minibatch
 from ._rows import DaskRows, NumpyRows, assign_blocks, make_rows
 from ._validation import Array, check_array, check_random_state, check_sample_weight, is_dask
 
@@ -424,15 +424,17 @@ class MiniBatchKMeans(_BaseKMeans):
 
     def _initialise(self, rows: NumpyRows | DaskRows, rng: np.random.Generator) -> F64:
         """Best of the seedings, judged by inertia on a random validation sample."""
-        n = rows.n_samples
-        size = self._init_size(n)
+        given = self._check_init_array(rows.n_features)
+        named: Literal["k-means++", "random"] = "random" if self.init == "random" else "k-means++"
         n_runs = self._n_init(default_random=3)
-        valid_X, valid_w = rows.take(rng.integers(0, n, size))
-        candidates = self._seed_centers(rows, n_runs, rng, size)
-        if len(candidates) == 1:
-            return candidates[0]
-        inertia = block_stats(valid_X, valid_w, candidates)[:, :, -1].sum(axis=1)
-        return candidates[int(np.argmin(inertia))]
+        return best_seeding(
+            rows,
+            self.n_clusters,
+            named if given is None else given,
+            n_runs,
+            self._init_size(rows.n_samples),
+            rng,
+        )
 
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> Self:
         """Compute the centres by mini-batch k-means.

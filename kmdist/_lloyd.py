@@ -57,12 +57,18 @@ def nearest(X: FloatArray, centers: FloatArray) -> tuple[npt.NDArray[np.int32], 
     n = X.shape[0]
     labels = np.empty(n, dtype=np.int32)
     dist = np.empty(n, dtype=np.float64)
+    c = centers.astype(X.dtype, copy=False)
+    c_sq = np.einsum("ij,ij->i", c, c)
     for start in range(0, n, _SLAB):
-        stop = min(start + _SLAB, n)
-        d = squared_distances(X[start:stop], centers)
+        x = X[start : start + _SLAB]
+        # |c|^2 - 2 x.c ranks centres like the full distance; |x|^2 is added to the
+        # minimum only, saving two passes over the (rows, k) matrix.
+        d = x @ (-2.0 * c).T
+        d += c_sq
         lab = np.argmin(d, axis=1)
-        labels[start:stop] = lab
-        dist[start:stop] = np.take_along_axis(d, lab[:, None], axis=1)[:, 0]
+        labels[start : start + len(x)] = lab
+        best = np.take_along_axis(d, lab[:, None], axis=1)[:, 0] + np.einsum("ij,ij->i", x, x)
+        dist[start : start + len(x)] = np.maximum(best, 0)
     return labels, dist
 
 
@@ -183,7 +189,9 @@ def centers_from_stats(stats: F64, previous: F64) -> F64:
     return np.where(weights > 0, new, previous)
 
 
-def lloyd(rows: Rows, centers: F64, *, max_iter: int, tol: float) -> LloydResult:
+def lloyd(
+    rows: Rows, centers: F64, *, max_iter: int, tol: float, eps: float | None = None
+) -> LloydResult:
     """Run Lloyd's algorithm from several sets of initial centres at once.
 
     Each iteration is one pass over the rows computing every active run's statistics,
@@ -201,7 +209,10 @@ def lloyd(rows: Rows, centers: F64, *, max_iter: int, tol: float) -> LloydResult
     max_iter : int
         Most iterations per run.
     tol : float
-        Absolute tolerance on the squared centre shift.
+        Absolute tolerance on the squared centre shift (summed over centres).
+    eps : float, optional
+        Also stop once no centre moves by more than `eps` (OpenCV's ``EPS``
+        criterion for ``cv2.kmeans``).
 
     Returns
     -------
@@ -225,10 +236,13 @@ def lloyd(rows: Rows, centers: F64, *, max_iter: int, tol: float) -> LloydResult
         weights[idx] = stats[:, :, -2]
         _relocate_empty(stats, rows, centers[idx])
         new = centers_from_stats(stats, centers[idx])
-        shift = ((new - centers[idx]) ** 2).sum(axis=(1, 2))
+        moved = ((new - centers[idx]) ** 2).sum(axis=2)
+        shift = moved.sum(axis=1)
         n_iter[idx] += 1
         strict = shift == 0
         stopped = shift <= tol
+        if eps is not None:
+            stopped |= moved.max(axis=1) <= eps**2
         centers[idx] = new
         final_pass[idx] = ~strict
         active[idx[stopped]] = False

@@ -5,17 +5,44 @@ Shared by `MiniBatchKMeans` and the palettes of images that are not 8-bit RGB.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import numpy.typing as npt
 
-from ._lloyd import F64, FloatArray
-from ._rows import DaskRows, NumpyRows
+from ._lloyd import F64, FloatArray, block_stats, seed_centers
+from ._rows import ConcatRows, DaskRows, NumpyRows
 
-__all__ = ["MiniBatchState", "run_minibatch"]
+__all__ = ["MiniBatchState", "best_seeding", "run_minibatch"]
+
+Rows = NumpyRows | DaskRows | ConcatRows
+
+
+def best_seeding(
+    rows: Rows,
+    n_clusters: int,
+    init: Literal["k-means++", "random"] | F64,
+    n_runs: int,
+    init_size: int,
+    rng: np.random.Generator,
+) -> F64:
+    """Seed `n_runs` times on `init_size` random samples; keep the best on a validation set.
+
+    As scikit-learn's MiniBatchKMeans: the validation samples are drawn first, and the
+    seeding with the lowest inertia on them wins. Given centres are returned as they are.
+    """
+    if not isinstance(init, str):
+        return np.asarray(init, dtype=np.float64)
+    valid_X, valid_w = rows.take(rng.integers(0, rows.n_samples, init_size))
+    candidates = seed_centers(rows, n_clusters, init, n_runs, rng, init_size)
+    if len(candidates) == 1:
+        return candidates[0]
+    inertia = block_stats(valid_X, valid_w, candidates)[:, :, -1].sum(axis=1)
+    return candidates[int(np.argmin(inertia))]
 
 
 def run_minibatch(
-    rows: NumpyRows | DaskRows,
+    rows: Rows,
     centers: F64,
     state: MiniBatchState,
     *,
@@ -112,9 +139,7 @@ class MiniBatchState:
         """One step on an in-memory batch; returns new centres and the batch inertia."""
         return self.step_rows(NumpyRows(X, w), centers, rng)
 
-    def step_rows(
-        self, rows: NumpyRows | DaskRows, centers: F64, rng: np.random.Generator
-    ) -> tuple[F64, float]:
+    def step_rows(self, rows: Rows, centers: F64, rng: np.random.Generator) -> tuple[F64, float]:
         """One step whose batch is all of `rows`; returns new centres and batch inertia.
 
         For Dask rows the batch statistics are computed on the workers and only the

@@ -24,7 +24,7 @@ from dask.delayed import Delayed, delayed
 from ._lloyd import F64, FloatArray, block_far_points, block_stats, nearest
 from ._validation import check_finite
 
-__all__ = ["DaskRows", "NumpyRows", "assign_blocks", "make_rows", "tree_reduce"]
+__all__ = ["ConcatRows", "DaskRows", "NumpyRows", "assign_blocks", "make_rows", "tree_reduce"]
 
 
 class NumpyRows:
@@ -173,9 +173,7 @@ class DaskRows:
         return list(zip(xs, self.w.to_delayed().reshape(-1), strict=True))
 
     def _reduce(self, kernel: Callable[..., F64], *args: Any) -> F64:
-        parts = [delayed(kernel, pure=True)(x, w, *args) for x, w in self._blocks()]
-        (out,) = compute(tree_reduce(parts, _add))
-        return np.asarray(out, dtype=np.float64)
+        return _reduce_blocks(self._blocks(), kernel, *args)
 
     def stats(self, centers: F64) -> F64:
         """Packed per-cluster statistics for each run, one pass on the cluster."""
@@ -185,29 +183,22 @@ class DaskRows:
 
     def far_points(self, centers: F64, m: int) -> F64:
         """Return the `m` samples farthest from their nearest centre, for each run."""
-        parts = [delayed(_far_kernel, pure=True)(x, w, centers, m) for x, w in self._blocks()]
-        merged = np.concatenate(compute(*parts), axis=1)
-        order = np.argsort(-merged[:, :, 0], axis=1, kind="stable")[:, :m]
-        return np.take_along_axis(merged, order[:, :, None], axis=1)
+        return _far_blocks(self._blocks(), centers, m)
+
+    def _selection(self, idx: npt.NDArray[np.intp]) -> tuple[da.Array, da.Array | None]:
+        """Lazy selection of samples `idx` (sorted) and their weights."""
+        coords = np.unravel_index(idx, self._lead)
+        x_sel = self.X.vindex[coords] if len(coords) > 1 else self.X[coords[0]]
+        if self.w is None:
+            return x_sel, None
+        return x_sel, self.w.vindex[coords] if len(coords) > 1 else self.w[coords[0]]
 
     def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
         """Gather samples `idx` (C-order numbers, any order, repeats allowed) and weights.
 
         The samples are cut out of their blocks on the workers; only they travel.
         """
-        order = np.argsort(idx, kind="stable")
-        coords = np.unravel_index(idx[order], self._lead)
-        x_sel = self.X.vindex[coords] if len(coords) > 1 else self.X[coords[0]]
-        if self.w is None:
-            (x,) = compute(x_sel)
-            w = np.ones(len(idx))
-        else:
-            w_sel = self.w.vindex[coords] if len(coords) > 1 else self.w[coords[0]]
-            x, w = compute(x_sel, w_sel)
-        check_finite(x)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(order.size)
-        return x[inverse], np.asarray(w, dtype=np.float64)[inverse]
+        return _gather([self], [0], idx)
 
     def all_weights(self) -> F64:
         """Every sample's weight, brought to the client (n floats)."""
@@ -227,6 +218,90 @@ class DaskRows:
         """Lazy nearest-centre labels and the weighted inertia (one pass)."""
         stats = self.stats(centers[None])
         return assign_blocks(self.X, centers), float(stats[0, :, -1].sum())
+
+
+def _gather(
+    parts: Sequence[DaskRows], offsets: Sequence[int], idx: npt.NDArray[np.intp]
+) -> tuple[FloatArray, F64]:
+    """Gather samples numbered across `parts` (part i starts at offsets[i]), in one compute."""
+    order = np.argsort(idx, kind="stable")
+    sorted_idx = idx[order]
+    bounds = np.searchsorted(sorted_idx, [*offsets[1:], np.iinfo(np.int64).max])
+    lazy: list[tuple[da.Array, da.Array]] = []
+    start = 0
+    for part, offset, stop in zip(parts, offsets, bounds, strict=True):
+        if stop > start:
+            x_sel, w_sel = part._selection(sorted_idx[start:stop] - offset)
+            lazy.append((x_sel, da.ones(stop - start) if w_sel is None else w_sel))
+        start = stop
+    (got,) = compute(lazy)
+    x = np.concatenate([g[0] for g in got]) if got else np.empty((0, parts[0].n_features))
+    w = np.concatenate([np.asarray(g[1], dtype=np.float64) for g in got]) if got else np.empty(0)
+    check_finite(x)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return x[inverse], w[inverse]
+
+
+class ConcatRows:
+    """The samples of several `DaskRows` (e.g. the pixels of many images) as one set.
+
+    Passes over all parts run as one graph; sample numbers run through the parts in order.
+    """
+
+    in_memory = False
+
+    def __init__(self, parts: Sequence[DaskRows]) -> None:
+        if not parts:
+            raise ValueError("no samples given")
+        if len({p.n_features for p in parts}) != 1:
+            raise ValueError("all parts need the same number of features")
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0, *(p.n_samples for p in parts[:-1])]).tolist()
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples over all parts."""
+        return sum(p.n_samples for p in self.parts)
+
+    @property
+    def n_features(self) -> int:
+        """Number of features."""
+        return self.parts[0].n_features
+
+    def _blocks(self) -> list[tuple[Delayed, Delayed | None]]:
+        return [b for p in self.parts for b in p._blocks()]
+
+    def stats(self, centers: F64) -> F64:
+        """Packed per-cluster statistics for each run, one pass over every part."""
+        return _reduce_blocks(self._blocks(), _stats_kernel, centers, True)
+
+    def far_points(self, centers: F64, m: int) -> F64:
+        """Return the `m` samples farthest from their nearest centre, for each run."""
+        return _far_blocks(self._blocks(), centers, m)
+
+    def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
+        """Gather samples `idx` numbered through the parts in order."""
+        return _gather(self.parts, self.offsets, idx)
+
+    def all_weights(self) -> F64:
+        """Every sample's weight."""
+        return np.concatenate([p.all_weights() for p in self.parts])
+
+
+def _reduce_blocks(
+    blocks: Sequence[tuple[Delayed, Delayed | None]], kernel: Callable[..., F64], *args: Any
+) -> F64:
+    parts = [delayed(kernel, pure=True)(x, w, *args) for x, w in blocks]
+    (out,) = compute(tree_reduce(parts, _add))
+    return np.asarray(out, dtype=np.float64)
+
+
+def _far_blocks(blocks: Sequence[tuple[Delayed, Delayed | None]], centers: F64, m: int) -> F64:
+    parts = [delayed(_far_kernel, pure=True)(x, w, centers, m) for x, w in blocks]
+    merged = np.concatenate(compute(*parts), axis=1)
+    order = np.argsort(-merged[:, :, 0], axis=1, kind="stable")[:, :m]
+    return np.take_along_axis(merged, order[:, :, None], axis=1)
 
 
 def make_rows(X: Any, w: Any) -> NumpyRows | DaskRows:

@@ -1,0 +1,78 @@
+"""The Dask client kmdist computes on: an existing scheduler, or a LocalCluster.
+
+The address comes from the caller, else from ``DASK_SCHEDULER_ADDRESS``; without either,
+a LocalCluster sized to the machine is started and closed with the context.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from distributed import Client, LocalCluster
+
+__all__ = ["dashboard_link", "dask_client", "scheduler_address"]
+
+ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
+
+
+def scheduler_address(address: str | None = None) -> str | None:
+    """Return the scheduler to use: `address`, else ``$DASK_SCHEDULER_ADDRESS``, else None."""
+    return address or os.environ.get(ENV_ADDRESS) or None
+
+
+@contextmanager
+def dask_client(
+    address: str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | float | None = "auto",
+    dashboard_address: str = ":8787",
+) -> Iterator[Client]:
+    """Connect to a Dask scheduler, or run a LocalCluster, for the duration of a block.
+
+    Parameters
+    ----------
+    address : str, optional
+        Scheduler address such as ``tcp://10.0.0.5:8786``; defaults to
+        ``$DASK_SCHEDULER_ADDRESS``. When neither is set a LocalCluster starts.
+    n_workers : int, optional
+        LocalCluster worker processes; one per core by default.
+    threads_per_worker : int, default=1
+        Threads per LocalCluster worker; NumPy kernels release the GIL, but one thread
+        per process keeps memory per worker predictable.
+    memory_limit : str, float or None, default='auto'
+        Per-worker memory limit of the LocalCluster.
+    dashboard_address : str, default=':8787'
+        Where the LocalCluster's dashboard listens (a free port is used if taken).
+
+    Yields
+    ------
+    distributed.Client
+        The client, set as the default for Dask computations inside the block.
+    """
+    target = scheduler_address(address)
+    if target is not None:
+        with Client(target, timeout="30s") as client:
+            yield client
+        return
+    workers = n_workers or max(1, os.cpu_count() or 1)
+    with (
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            memory_limit=memory_limit,
+            dashboard_address=dashboard_address,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def dashboard_link(client: Client) -> str:
+    """Return the dashboard URL of the scheduler `client` is connected to."""
+    link: str = client.dashboard_link
+    return link
