@@ -5,9 +5,24 @@ The public API; everything else lives in private modules.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from ._assign import recolor, segment
+from ._cluster import dashboard_link, dask_client
 from ._estimator import ConvergenceWarning, NotFittedError
+from ._histogram import ColorHistogram, image_histogram
+from ._io import DEFAULT_MAX_PIXELS, ImageReadError, ImageRef, open_image, open_images
 from ._kmeans import KMeans, MiniBatchKMeans
+from ._learn import FewerColorsWarning, learn_palette, palette_from_histogram
 from ._lloyd import kmeans_plusplus
+from ._palette import Palette, PaletteError
+from ._pipeline import ImageResult, SegmentOptions, segment_batch
+from ._store import (
+    OutputError,
+    OutputExistsError,
+    Segmentation,
+    list_segmentations,
+    open_segmentation,
+    write_segmentation,
+)
 
 try:
     __version__ = version("kmdist")
@@ -15,10 +30,35 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
 __all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ColorHistogram",
     "ConvergenceWarning",
+    "FewerColorsWarning",
+    "ImageReadError",
+    "ImageRef",
+    "ImageResult",
     "KMeans",
     "MiniBatchKMeans",
     "NotFittedError",
+    "OutputError",
+    "OutputExistsError",
+    "Palette",
+    "PaletteError",
+    "SegmentOptions",
+    "Segmentation",
     "__version__",
+    "dashboard_link",
+    "dask_client",
+    "image_histogram",
     "kmeans_plusplus",
+    "learn_palette",
+    "list_segmentations",
+    "open_image",
+    "open_images",
+    "open_segmentation",
+    "palette_from_histogram",
+    "recolor",
+    "segment",
+    "segment_batch",
+    "write_segmentation",
 ]

@@ -14,7 +14,6 @@ import numpy.typing as npt
 __all__ = [
     "from_clustering_space",
     "lab_to_srgb",
-    "rgb8_to_lab",
     "srgb_to_lab",
     "to_clustering_space",
 ]

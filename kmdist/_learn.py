@@ -42,9 +42,10 @@ def check_n_colors(n_colors: Any) -> int:
     """Validate a number of colours: an integer in [1, MAX_COLORS]."""
     if isinstance(n_colors, bool) or not isinstance(n_colors, numbers.Integral):
         raise ValueError(f"k (the number of colours) must be an integer, got {n_colors!r}")
+    n_colors = int(n_colors)
     if not 1 <= n_colors <= MAX_COLORS:
         raise ValueError(f"k (the number of colours) must be in [1, {MAX_COLORS}], got {n_colors}")
-    return int(n_colors)
+    return n_colors
 
 
 def _check_space(color_space: str, channels: int) -> ColorSpace:
@@ -178,7 +179,9 @@ def _minibatch_palette(
 ) -> Palette:
     dtype = images[0].dtype.name
     feats = [
-        im.map_blocks(to_clustering_space, space, dtype, dtype=np.float64, meta=np.empty((0, 0, 0)))
+        da.map_blocks(
+            to_clustering_space, im, space, dtype, dtype=np.float64, meta=np.empty((0, 0, 0))
+        )
         for im in images
     ]
     rows = DaskRows(feats[0]) if len(feats) == 1 else ConcatRows([DaskRows(f) for f in feats])
@@ -282,7 +285,7 @@ def learn_palette(
     >>> pal.colors_as().tolist(), pal.counts.tolist()
     ([[0, 0, 0], [200, 30, 30]], [8, 8])
     """
-    seq = [images] if hasattr(images, "ndim") else list(images)  # type: ignore[list-item]
+    seq = [images] if hasattr(images, "ndim") else list(images)
     if not seq:
         raise ValueError("no images given")
     arrays = [im if isinstance(im, da.Array) else da.from_array(np.asarray(im)) for im in seq]

@@ -115,6 +115,12 @@ def _moments_kernel(x: FloatArray, w: F64 | None) -> F64:
     return np.concatenate([[w1.sum()], xw.sum(axis=0), (xw * x2).sum(axis=0)])
 
 
+def _variance(moments: F64, d: int) -> float:
+    """Mean feature variance from packed moments ``[sum w, sum w x, sum w x^2]``."""
+    total, s1, s2 = moments[0], moments[1 : 1 + d], moments[1 + d :]
+    return float(np.maximum(s2 / total - (s1 / total) ** 2, 0).mean())
+
+
 def _labels_kernel(x: FloatArray, centers: F64) -> npt.NDArray[np.int32]:
     return nearest(x.reshape(-1, x.shape[-1]), centers)[0].reshape(x.shape[:-1])
 
@@ -208,11 +214,9 @@ class DaskRows:
 
     def weighted_variance(self) -> float:
         """Mean over features of the weighted variance, one pass on the cluster."""
-        d = self.n_features
         m = self._reduce(_moments_kernel)
         self._checked = True
-        total, s1, s2 = m[0], m[1 : 1 + d], m[1 + d :]
-        return float(np.maximum(s2 / total - (s1 / total) ** 2, 0).mean())
+        return _variance(m, self.n_features)
 
     def labels_inertia(self, centers: F64) -> tuple[da.Array, float]:
         """Lazy nearest-centre labels and the weighted inertia (one pass)."""
@@ -287,6 +291,10 @@ class ConcatRows:
     def all_weights(self) -> F64:
         """Every sample's weight."""
         return np.concatenate([p.all_weights() for p in self.parts])
+
+    def weighted_variance(self) -> float:
+        """Mean over features of the weighted variance, one pass over every part."""
+        return _variance(_reduce_blocks(self._blocks(), _moments_kernel), self.n_features)
 
 
 def _reduce_blocks(

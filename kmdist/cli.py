@@ -1,4 +1,7 @@
-"""The ``kmdist`` command."""
+"""The ``kmdist`` command: ``segment``, ``info`` and ``demo``.
+
+Exit codes: 0 when every image succeeded, 1 when any image failed, 2 for bad usage.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,115 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
+
+
+def _swatches(palette: Any, limit: int = 16) -> str:
+    """Palette as hex codes, most common first."""
+    rgba = palette.display_rgba()[:limit]
+    text = " ".join(f"#{r:02x}{g:02x}{b:02x}" for r, g, b, _ in rgba.tolist())
+    return text + (" ..." if palette.k > limit else "")
+
+
+def _print_result(i: int, n: int, res: Any) -> None:
+    head = f"[{i}/{n}] {res.name} ({res.source})"
+    if res.status == "failed":
+        print(f"{head}: FAILED: {res.error}", flush=True)
+    elif res.status == "skipped":
+        print(f"{head}: already complete, skipped", flush=True)
+    else:
+        y, x = res.shape[:2]
+        pal = res.palette
+        print(
+            f"{head}: {x}x{y}x{res.shape[2]} {pal.k} colours, inertia {pal.inertia:.6g}, "
+            f"{res.seconds:.1f} s\n    palette: {_swatches(pal)}",
+            flush=True,
+        )
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from ._cluster import dashboard_link, dask_client
+    from ._io import ImageReadError, open_images
+    from ._learn import check_n_colors
+    from ._pipeline import OnExists, SegmentOptions, segment_batch
+
+    try:
+        k = check_n_colors(args.k)
+    except ValueError as exc:
+        print(f"kmdist segment: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        refs = open_images(args.inputs, follow_symlinks=args.follow_symlinks)
+    except ImageReadError as exc:
+        print(f"kmdist segment: error: {exc}", file=sys.stderr)
+        return 1
+    if not refs:
+        print(f"kmdist segment: error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
+        return 1
+    opts = SegmentOptions(
+        n_colors=k,
+        method=args.method,
+        color_space=args.color_space,
+        random_state=args.seed,
+        init=args.init,
+        n_init=args.attempts,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        eps=args.eps,
+        chunks=args.chunks,
+        max_pixels=args.max_pixels,
+    )
+    on_exists: OnExists = "overwrite" if args.overwrite else "skip" if args.resume else "error"
+    t0 = time.perf_counter()
+    with dask_client(args.scheduler, n_workers=args.workers) as client:
+        print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
+        print(f"{len(refs)} image(s) -> {args.output}", flush=True)
+        results = segment_batch(
+            refs,
+            args.output,
+            opts,
+            shared=args.shared_palette,
+            on_exists=on_exists,
+            preview_dir=args.preview,
+            report=_print_result,
+        )
+    failed = [r for r in results if not r.ok]
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    print(
+        f"{done} done, {skipped} skipped, {len(failed)} failed in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    for res in failed:
+        print(f"kmdist segment: {res.source}: {res.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from ._store import OutputError, list_segmentations
+
+    try:
+        infos = list_segmentations(args.store)
+    except OutputError as exc:
+        print(f"kmdist info: error: {exc}", file=sys.stderr)
+        return 1
+    if not infos:
+        print(f"{args.store}: no images")
+        return 0
+    incomplete = 0
+    for info in infos:
+        if not info.complete:
+            incomplete += 1
+            print(f"{info.name}: INCOMPLETE (an interrupted run; rerun to finish it)")
+            continue
+        shape = "x".join(str(s) for s in info.shape) if info.shape else "?"
+        pal = info.palette
+        print(f"{info.name}: {shape}, k={info.k}, inertia {info.inertia:.6g}, from {info.source}")
+        if pal is not None:
+            print(f"    palette: {_swatches(pal)}")
+    return 1 if incomplete else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -25,6 +135,13 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -33,6 +150,50 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"kmdist {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser(
+        "segment",
+        help="learn a palette and label every pixel; write OME-Zarr",
+        description=(
+            "Segment images by colour. INPUT may be image files, folders (searched "
+            "recursively), glob patterns, zip/tar archives, TIFF or Zarr. OpenCV's recipe "
+            "cv2.kmeans(..., criteria=(EPS+MAX_ITER, 100, 0.85), attempts=10, "
+            "KMEANS_RANDOM_CENTERS) is: --init random --attempts 10 --max-iter 100 --eps 0.85"
+        ),
+    )
+    seg.add_argument("inputs", nargs="+", metavar="INPUT")
+    seg.add_argument("-k", type=int, default=16, help="number of colours (default 16)")
+    seg.add_argument("-o", "--output", required=True, help="output Zarr store (OUT.zarr)")
+    seg.add_argument("--method", choices=["auto", "exact", "minibatch"], default="auto")
+    seg.add_argument("--color-space", choices=["rgb", "lab"], default="rgb")
+    seg.add_argument("--shared-palette", action="store_true", help="one palette for all images")
+    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--init", choices=["k-means++", "random"], default="k-means++")
+    seg.add_argument(
+        "--attempts", type=_positive_int, default=3, help="seedings tried (n_init, default 3)"
+    )
+    seg.add_argument("--max-iter", type=_positive_int, default=None)
+    seg.add_argument(
+        "--tol", type=float, default=0.0, help="relative shift tolerance (scikit-learn's tol)"
+    )
+    seg.add_argument(
+        "--eps", type=float, default=None, help="stop when no colour moves more (cv2's EPS)"
+    )
+    seg.add_argument("--chunks", type=_positive_int, default=None, help="chunk side in pixels")
+    seg.add_argument("--max-pixels", type=_positive_int, default=None, help="decode limit")
+    seg.add_argument("--scheduler", default=None, help="Dask scheduler address")
+    seg.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster workers")
+    group = seg.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help="replace complete outputs")
+    group.add_argument("--resume", action="store_true", help="skip complete outputs")
+    seg.add_argument("--preview", default=None, metavar="DIR", help="write preview PNGs here")
+    seg.add_argument("--follow-symlinks", action="store_true")
+    seg.set_defaults(func=_segment)
+
+    info = sub.add_parser("info", help="list the images of an output store")
+    info.add_argument("store")
+    info.set_defaults(func=_info)
+
     demo = sub.add_parser("demo", help="run the examples on bundled sample data")
     demo.add_argument("--output", default="demo-output", help="folder for the pictures")
     demo.set_defaults(func=_demo)
@@ -42,6 +203,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
+    if getattr(args, "max_pixels", 0) is None:
+        from ._io import DEFAULT_MAX_PIXELS
+
+        args.max_pixels = DEFAULT_MAX_PIXELS
     return int(args.func(args))
 
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
+import dask.array as da
 import imageio.v3 as iio
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_array_equal
+from sklearn.datasets import load_sample_image
 
+from kmdist import learn_palette, open_segmentation, segment
 from kmdist.cli import main
 
 
@@ -26,3 +34,197 @@ def test_unknown_command_exits_non_zero():
     )
     assert proc.returncode == 2
     assert "invalid choice: 'bogus'" in proc.stderr
+
+
+# --- kmdist segment / info ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("in")
+    iio.imwrite(root / "china.png", np.ascontiguousarray(load_sample_image("china.jpg")[::6, ::6]))
+    iio.imwrite(
+        root / "flower.png", np.ascontiguousarray(load_sample_image("flower.jpg")[::6, ::6])
+    )
+    return root
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kmdist.cli", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+@pytest.mark.slow
+def test_segment_on_its_own_local_cluster(folder, tmp_path):
+    out = tmp_path / "out.zarr"
+    proc = run("segment", str(folder), "-k", "5", "-o", str(out), "--workers", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "Dask dashboard: http://" in proc.stdout
+    assert "[2/2] flower" in proc.stdout and "2 done, 0 skipped, 0 failed" in proc.stdout
+    info = run("info", str(out))
+    assert info.returncode == 0
+    assert "china: 72x107, k=5" in info.stdout
+    again = run("segment", str(folder), "-k", "5", "-o", str(out), "--workers", "1")
+    assert again.returncode == 1 and "already complete" in again.stderr
+
+
+def test_segment_matches_library_and_flags(folder, tmp_path, local_cluster, capsys):
+    out = tmp_path / "out.zarr"
+    address = local_cluster.scheduler_address
+    code = main(
+        [
+            "segment",
+            str(folder / "china.png"),
+            "-k",
+            "4",
+            "-o",
+            str(out),
+            "--scheduler",
+            address,
+            "--preview",
+            str(tmp_path / "pv"),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "4 colours, inertia" in printed and "palette: #" in printed
+    seg = open_segmentation(out, "china")
+    img = iio.imread(folder / "china.png")
+
+    from kmdist import learn_palette
+
+    pal = learn_palette(img, 4)
+    assert seg.palette == pal
+    assert_array_equal(seg.labels.compute(), segment(da.from_array(img), pal).compute())
+    assert (tmp_path / "pv" / "china.png").exists()
+    # Resume skips, overwrite redoes; the OpenCV recipe runs too.
+    assert (
+        main(
+            [
+                "segment",
+                str(folder / "china.png"),
+                "-k",
+                "4",
+                "-o",
+                str(out),
+                "--scheduler",
+                address,
+                "--resume",
+            ]
+        )
+        == 0
+    )
+    assert "already complete, skipped" in capsys.readouterr().out
+    code = main(
+        [
+            "segment",
+            str(folder / "china.png"),
+            "-k",
+            "3",
+            "-o",
+            str(out),
+            "--scheduler",
+            address,
+            "--overwrite",
+            "--init",
+            "random",
+            "--attempts",
+            "10",
+            "--max-iter",
+            "100",
+            "--eps",
+            "0.85",
+        ]
+    )
+    assert code == 0 and open_segmentation(out, "china").palette.k == 3
+
+
+def test_segment_shared_palette(folder, tmp_path, local_cluster):
+    out = tmp_path / "out.zarr"
+    code = main(
+        [
+            "segment",
+            str(folder),
+            "-k",
+            "6",
+            "-o",
+            str(out),
+            "--shared-palette",
+            "--scheduler",
+            local_cluster.scheduler_address,
+        ]
+    )
+    assert code == 0
+    assert open_segmentation(out, "china").palette == open_segmentation(out, "flower").palette
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["-k", "0"], 2, "must be in [1, 65535], got 0"),
+        (["-k", "70000"], 2, "got 70000"),
+        (["-k", "2.5"], 2, "invalid int value"),
+    ],
+)
+def test_bad_k_exits_two(folder, tmp_path, args, code, message, capsys):
+    with pytest.raises(SystemExit) if "invalid" in message else contextlib.nullcontext():
+        got = main(["segment", str(folder), "-o", str(tmp_path / "o.zarr"), *args])
+        assert got == code
+    assert message in capsys.readouterr().err
+
+
+def test_bad_inputs_exit_one_and_name_the_file(tmp_path, local_cluster, capsys):
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    out = tmp_path / "o.zarr"
+    code = main(
+        [
+            "segment",
+            str(tmp_path / "notes.png"),
+            str(tmp_path / "empty.jpg"),
+            "-o",
+            str(out),
+            "--scheduler",
+            local_cluster.scheduler_address,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "notes.png" in err and "empty.jpg" in err
+    assert main(["segment", str(tmp_path / "missing.png"), "-o", str(out)]) == 1
+    assert "missing.png" in capsys.readouterr().err
+
+
+def test_unwritable_output_exits_one(folder, tmp_path, local_cluster, capsys):
+    (tmp_path / "file.txt").write_text("x")
+    code = main(
+        [
+            "segment",
+            str(folder / "china.png"),
+            "-o",
+            str(tmp_path / "file.txt"),
+            "--scheduler",
+            local_cluster.scheduler_address,
+        ]
+    )
+    assert code == 1
+    assert "file.txt" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_segment_on_external_scheduler(folder, tmp_path, external_scheduler):
+    out = tmp_path / "out.zarr"
+    assert (
+        main(["segment", str(folder), "-k", "5", "-o", str(out), "--scheduler", external_scheduler])
+        == 0
+    )
+    img = iio.imread(folder / "flower.png")
+    assert open_segmentation(out, "flower").palette == learn_palette(img, 5)
+
+
+def test_info_reports_incomplete(tmp_path, capsys):
+    store = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
+    store.create_group("half")
+    assert main(["info", str(tmp_path / "s.zarr")]) == 1
+    assert "half: INCOMPLETE" in capsys.readouterr().out

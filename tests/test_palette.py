@@ -130,11 +130,13 @@ def test_labels_same_on_one_and_two_workers(small_china):
 
     results = []
     for workers in (1, 2):
-        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as c:
-            with Client(c):
-                img = da.from_array(small_china, chunks=(10, 17, 3))
-                pal = learn_palette(img, 8)
-                results.append((pal, segment(img, pal).compute()))
+        with (
+            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as c,
+            Client(c),
+        ):
+            img = da.from_array(small_china, chunks=(10, 17, 3))
+            pal = learn_palette(img, 8)
+            results.append((pal, segment(img, pal).compute()))
     assert results[0][0] == results[1][0]
     assert_array_equal(results[0][1], results[1][1])
 

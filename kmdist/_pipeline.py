@@ -1,0 +1,249 @@
+"""Whole-image steps and the batch loop behind ``kmdist segment``.
+
+Each step is a function of paths and small values, so that the Prefect flows can run the
+same steps as tasks. A failure in one image is recorded in its result and never stops
+the others.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.array as da
+import numpy.typing as npt
+
+from ._assign import build_lut, segment
+from ._histogram import ColorHistogram, histogram_graph, is_rgb8, merge_histograms
+from ._io import DEFAULT_MAX_PIXELS, ImageRef
+from ._learn import learn_palette, palette_from_histogram
+from ._palette import ColorSpace, Palette
+from ._preview import write_preview
+from ._store import is_complete, open_segmentation, write_segmentation
+
+__all__ = [
+    "ImageResult",
+    "OnExists",
+    "SegmentOptions",
+    "segment_batch",
+    "segment_one",
+    "shared_palette",
+]
+
+OnExists = Literal["error", "skip", "overwrite"]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to learn and assign colours; the same for every image of a batch."""
+
+    n_colors: int = 16
+    method: Literal["auto", "exact", "minibatch"] = "auto"
+    color_space: ColorSpace = "rgb"
+    random_state: int | None = 0
+    init: Literal["k-means++", "random"] = "k-means++"
+    n_init: int = 3
+    max_iter: int | None = None
+    tol: float = 0.0
+    eps: float | None = None
+    chunks: int | tuple[int, int] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def palette_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `learn_palette` / `palette_from_histogram`."""
+        kw: dict[str, Any] = {
+            "color_space": self.color_space,
+            "random_state": self.random_state,
+            "init": self.init,
+            "n_init": self.n_init,
+            "tol": self.tol,
+            "eps": self.eps,
+        }
+        if self.max_iter is not None:
+            kw["max_iter"] = self.max_iter
+        return kw
+
+
+@dataclass
+class ImageResult:
+    """What happened to one image."""
+
+    name: str
+    source: str
+    status: Literal["done", "skipped", "failed"]
+    shape: tuple[int, ...] | None = None
+    palette: Palette | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    preview: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Done or skipped (complete from an earlier run)."""
+        return self.status != "failed"
+
+
+def _exact_palette_and_lut(
+    hist: ColorHistogram, opts: SegmentOptions
+) -> tuple[Palette, npt.NDArray[Any]]:
+    palette = palette_from_histogram(hist, opts.n_colors, **opts.palette_kwargs())
+    # Only the colours present need entries: the image's pixels are exactly those.
+    return palette, build_lut(palette, hist.codes)
+
+
+def segment_one(
+    ref: ImageRef,
+    store: str | Path,
+    opts: SegmentOptions,
+    *,
+    palette: Palette | None = None,
+    lut: npt.NDArray[Any] | None = None,
+    on_exists: OnExists = "error",
+    preview_dir: str | Path | None = None,
+) -> ImageResult:
+    """Learn a palette for one image (unless given), label it and write it to `store`.
+
+    Returns a result instead of raising for problems with this image (unreadable input,
+    existing output, ...), so that a batch carries on.
+    """
+    t0 = time.perf_counter()
+    try:
+        if on_exists == "skip" and is_complete(store, ref.name):
+            return ImageResult(ref.name, ref.source, "skipped", seconds=time.perf_counter() - t0)
+        image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
+        if palette is None:
+            if is_rgb8(image) and opts.method != "minibatch":
+                (hist,) = _compute(histogram_graph(image))
+                palette, lut = _exact_palette_and_lut(hist, opts)
+            else:
+                palette = learn_palette(
+                    image, opts.n_colors, method=opts.method, **opts.palette_kwargs()
+                )
+        labels = segment(image, palette, lut=lut)
+        write_segmentation(
+            store,
+            ref.name,
+            labels,
+            palette,
+            source=ref.source,
+            overwrite=on_exists == "overwrite",
+        )
+        preview = None
+        if preview_dir is not None:
+            # The stored labels, not `labels`: that would label the image a second time.
+            stored = open_segmentation(store, ref.name).labels
+            path = Path(preview_dir) / f"{ref.name}.png"
+            preview = str(write_preview(path, image, stored, palette))
+        return ImageResult(
+            ref.name,
+            ref.source,
+            "done",
+            shape=tuple(int(s) for s in image.shape),
+            palette=palette,
+            seconds=time.perf_counter() - t0,
+            preview=preview,
+        )
+    except (ValueError, OSError) as exc:  # ImageReadError, OutputError, bad parameters
+        return ImageResult(
+            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=str(exc)
+        )
+
+
+def _compute(*graphs: Any) -> tuple[Any, ...]:
+    from dask.base import compute
+
+    return tuple(compute(*graphs))
+
+
+def shared_palette(
+    refs: Sequence[ImageRef], opts: SegmentOptions
+) -> tuple[Palette | None, Any, list[ImageRef], list[ImageResult]]:
+    """One palette for all `refs`: merged histograms (8-bit RGB) or pooled pixels.
+
+    Images that cannot be read are left out and reported as failed.
+
+    Returns
+    -------
+    palette : Palette or None
+        None when no image could be read.
+    lut : ndarray or None
+        Lookup table for every image (8-bit RGB).
+    good : list of ImageRef
+        Images the palette was learned from.
+    failed : list of ImageResult
+        Images left out, with the reason.
+    """
+    good: list[ImageRef] = []
+    failed: list[ImageResult] = []
+    images: list[da.Array] = []
+    hists: list[ColorHistogram] = []
+    for ref in refs:
+        try:
+            image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
+            if is_rgb8(image) and opts.method != "minibatch":
+                # One image at a time, so that a corrupt file fails alone.
+                hists.extend(_compute(histogram_graph(image)))
+            images.append(image)
+            good.append(ref)
+        except (ValueError, OSError) as exc:
+            failed.append(ImageResult(ref.name, ref.source, "failed", error=str(exc)))
+    if not good:
+        return None, None, good, failed
+    if len(hists) == len(images):
+        palette, lut = _exact_palette_and_lut(merge_histograms(*hists), opts)
+        return palette, lut, good, failed
+    pal = learn_palette(images, opts.n_colors, method=opts.method, **opts.palette_kwargs())
+    return pal, None, good, failed
+
+
+def segment_batch(
+    refs: Sequence[ImageRef],
+    store: str | Path,
+    opts: SegmentOptions,
+    *,
+    shared: bool = False,
+    on_exists: OnExists = "error",
+    preview_dir: str | Path | None = None,
+    report: Callable[[int, int, ImageResult], None] | None = None,
+) -> list[ImageResult]:
+    """Segment every image of `refs` into `store`; failures are recorded, not raised.
+
+    With `shared`, one palette is learned from all images (those that can be opened)
+    and every image is labelled with it, so a colour has the same label everywhere.
+    `report(i, n, result)` is called after each image.
+    """
+    results: list[ImageResult] = []
+    palette: Palette | None = None
+    lut = None
+    todo = list(refs)
+    if shared:
+        try:
+            palette, lut, todo, failed = shared_palette(todo, opts)
+        except (ValueError, OSError) as exc:
+            failed = [
+                ImageResult(r.name, r.source, "failed", error=f"shared palette: {exc}")
+                for r in todo
+            ]
+            todo = []
+        for res in failed:
+            results.append(res)
+            if report is not None:
+                report(len(results), len(refs), res)
+    for ref in todo:
+        res = segment_one(
+            ref,
+            store,
+            opts,
+            palette=palette,
+            lut=lut,
+            on_exists=on_exists,
+            preview_dir=preview_dir,
+        )
+        results.append(res)
+        if report is not None:
+            report(len(results), len(refs), res)
+    return results

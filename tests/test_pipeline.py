@@ -1,0 +1,108 @@
+"""The batch pipeline: images in, complete OME-Zarr groups out, failures isolated."""
+
+from __future__ import annotations
+
+import dask.array as da
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_array_equal
+from sklearn.datasets import load_sample_image
+
+from kmdist import (
+    SegmentOptions,
+    learn_palette,
+    list_segmentations,
+    open_images,
+    open_segmentation,
+    segment,
+    segment_batch,
+)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """A folder with two small photos (PNG, JPEG) and one corrupt JPEG."""
+    root = tmp_path_factory.mktemp("photos")
+    china = np.ascontiguousarray(load_sample_image("china.jpg")[::4, ::4])
+    flower = np.ascontiguousarray(load_sample_image("flower.jpg")[::4, ::4])
+    iio.imwrite(root / "china.png", china)
+    (root / "sub").mkdir()
+    iio.imwrite(root / "sub" / "flower.jpg", flower, quality=95)
+    good = (root / "sub" / "flower.jpg").read_bytes()
+    (root / "broken.jpg").write_bytes(good[: len(good) // 3])
+    return root
+
+
+def test_batch_isolates_the_corrupt_image(photos, tmp_path):
+    refs = open_images(photos)
+    assert [r.name for r in refs] == ["broken", "china", "sub_flower"]
+    results = segment_batch(refs, tmp_path / "out.zarr", SegmentOptions(n_colors=8))
+    status = {r.name: r.status for r in results}
+    assert status == {"broken": "failed", "china": "done", "sub_flower": "done"}
+    broken = next(r for r in results if r.name == "broken")
+    assert "broken.jpg" in broken.error
+    infos = {i.name: i for i in list_segmentations(tmp_path / "out.zarr")}
+    assert infos["china"].complete and infos["sub_flower"].complete
+    assert "broken" not in infos or not infos["broken"].complete
+
+
+def test_output_equals_in_memory_segmentation(photos, tmp_path):
+    ref = next(r for r in open_images(photos) if r.name == "china")
+    (res,) = segment_batch([ref], tmp_path / "o.zarr", SegmentOptions(n_colors=8))
+    seg = open_segmentation(tmp_path / "o.zarr", "china")
+    img = iio.imread(photos / "china.png")
+    pal = learn_palette(img, 8)
+    assert seg.palette == pal == res.palette
+    assert_array_equal(seg.labels.compute(), segment(da.from_array(img), pal).compute())
+    assert_array_equal(seg.image.compute(), pal.colors_as()[seg.labels.compute()])
+    assert seg.attrs["complete"] is True and seg.attrs["source"].endswith("china.png")
+
+
+def test_existing_output_refused_resumed_or_overwritten(photos, tmp_path):
+    refs = [r for r in open_images(photos) if r.name == "china"]
+    store = tmp_path / "o.zarr"
+    opts = SegmentOptions(n_colors=4)
+    assert segment_batch(refs, store, opts)[0].status == "done"
+    again = segment_batch(refs, store, opts)[0]
+    assert again.status == "failed" and "already complete" in again.error
+    assert segment_batch(refs, store, opts, on_exists="skip")[0].status == "skipped"
+    # An interrupted run leaves complete: false; resuming redoes exactly that image.
+    group = zarr.open_group(str(store / "china" / "labels" / "segmentation"), mode="r+")
+    group.attrs["kmdist"] = {**group.attrs["kmdist"], "complete": False}
+    assert segment_batch(refs, store, opts, on_exists="skip")[0].status == "done"
+    assert segment_batch(refs, store, opts, on_exists="overwrite")[0].status == "done"
+
+
+def test_shared_palette_same_everywhere(photos, tmp_path):
+    refs = open_images(photos)
+    results = segment_batch(refs, tmp_path / "o.zarr", SegmentOptions(n_colors=6), shared=True)
+    done = [r for r in results if r.status == "done"]
+    assert len(done) == 2 and [r.status for r in results].count("failed") == 1
+    palettes = [open_segmentation(tmp_path / "o.zarr", r.name).palette for r in done]
+    assert palettes[0] == palettes[1]
+    merged = learn_palette(
+        [iio.imread(photos / "china.png"), iio.imread(photos / "sub" / "flower.jpg")], 6
+    )
+    assert palettes[0] == merged
+
+
+def test_preview_written(photos, tmp_path):
+    refs = [r for r in open_images(photos) if r.name == "china"]
+    (res,) = segment_batch(
+        refs, tmp_path / "o.zarr", SegmentOptions(n_colors=5), preview_dir=tmp_path / "pv"
+    )
+    pic = iio.imread(res.preview)
+    assert pic.shape[1] >= 2 * 100 and pic.shape[0] > 100
+
+
+def test_sixteen_bit_goes_minibatch(tmp_path, rng):
+    img = (rng.integers(0, 4, size=(60, 70, 3)) * 20000).astype(np.uint16)
+    iio.imwrite(tmp_path / "deep.tif", img)
+    (res,) = segment_batch(
+        open_images(tmp_path / "deep.tif"), tmp_path / "o.zarr", SegmentOptions(n_colors=4)
+    )
+    assert res.status == "done" and res.palette.method == "minibatch"
+    seg = open_segmentation(tmp_path / "o.zarr", "deep")
+    assert seg.image.dtype == np.uint16 and seg.palette.k == 4
