@@ -425,7 +425,9 @@ class MiniBatchKMeans(_BaseKMeans):
     def _initialise(self, rows: NumpyRows | DaskRows, rng: np.random.Generator) -> F64:
         """Best of the seedings, judged by inertia on a random validation sample."""
         given = self._check_init_array(rows.n_features)
-        named: Literal["k-means++", "random"] = "random" if self.init == "random" else "k-means++"
+        named: Literal["k-means++", "random"] = (
+            "random" if isinstance(self.init, str) and self.init == "random" else "k-means++"
+        )
         n_runs = self._n_init(default_random=3)
         return best_seeding(
             rows,

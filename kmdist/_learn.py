@@ -67,9 +67,11 @@ def _sorted_palette(
     seed: int | None,
     n_clusters: int,
 ) -> Palette:
-    # Label 0 is the most common colour; ties go to the lower original index.
-    order = np.lexsort((np.arange(len(counts)), -counts))
-    colors = from_clustering_space(centers[order], space, dtype)
+    # Label 0 is the most common colour; equal counts are ordered by colour, so the
+    # order does not depend on how the clusters were seeded.
+    colors = from_clustering_space(centers, space, dtype)
+    order = np.lexsort((*colors.T[::-1], -counts))
+    colors = colors[order]
     return Palette(
         colors=colors,
         counts=counts[order],
@@ -142,15 +144,25 @@ def palette_from_histogram(
         to_clustering_space(hist.colors(), space, "uint8"), hist.counts.astype(np.float64)
     )
     rng = check_random_state(random_state)
+    tol_abs = tol * rows.weighted_variance()
     if isinstance(init, str):
         seeding: Literal["k-means++", "random"] = "random" if init == "random" else "k-means++"
-        centers = seed_centers(rows, k, seeding, n_init, rng, rows.n_samples)
+        # Seeding and restarts run on a coarse histogram (4 bits a channel, each bin at
+        # its pixels' mean colour) where they are cheap; Lloyd on every distinct colour
+        # then starts from the best restart, so it needs few full-size iterations.
+        coarse = _coarse_rows(rows, hist.codes, bits=4)
+        if coarse.n_samples >= k and coarse.n_samples < rows.n_samples:
+            seeds = seed_centers(coarse, k, seeding, n_init, rng, coarse.n_samples)
+            first = lloyd(coarse, seeds, max_iter=max_iter, tol=tol_abs, eps=eps)
+            centers = first.centers[[int(np.argmin(first.inertia))]]
+        else:
+            centers = seed_centers(rows, k, seeding, n_init, rng, rows.n_samples)
     else:
         given = np.asarray(init, dtype=np.float64)
         if given.shape != (k, 3):
             raise ValueError(f"init has shape {given.shape}, expected ({k}, 3)")
         centers = to_clustering_space(given, space, "uint8")[None]
-    result = lloyd(rows, centers, max_iter=max_iter, tol=tol * rows.weighted_variance(), eps=eps)
+    result = lloyd(rows, centers, max_iter=max_iter, tol=tol_abs, eps=eps)
     best = int(np.argmin(result.inertia))
     counts = np.rint(result.weights[best]).astype(np.int64)
     return _sorted_palette(
@@ -163,6 +175,20 @@ def palette_from_histogram(
         seed=random_state,
         n_clusters=check_n_colors(n_colors),
     )
+
+
+def _coarse_rows(rows: NumpyRows, codes: npt.NDArray[np.uint32], bits: int) -> NumpyRows:
+    """Merge distinct colours sharing their top `bits` bits a channel into weighted means."""
+    shift = 8 - bits
+    r, g, b = (codes >> 16) & 255, (codes >> 8) & 255, codes & 255
+    key = ((r >> shift) << (2 * bits)) | ((g >> shift) << bits) | (b >> shift)
+    _, inverse = np.unique(key, return_inverse=True)
+    w = np.bincount(inverse, weights=rows.w)
+    X = np.stack(
+        [np.bincount(inverse, weights=rows.w * rows.X[:, j]) for j in range(rows.n_features)],
+        axis=1,
+    )
+    return NumpyRows(X / w[:, None], w)
 
 
 def _minibatch_palette(

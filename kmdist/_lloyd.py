@@ -22,11 +22,13 @@ __all__ = [
     "Rows",
     "block_far_points",
     "block_stats",
+    "cluster_sums",
     "kmeans_plusplus",
     "lloyd",
     "nearest",
     "seed_centers",
     "squared_distances",
+    "two_nearest",
 ]
 
 FloatArray = npt.NDArray[np.floating[Any]]
@@ -89,15 +91,43 @@ def block_stats(X: FloatArray, w: F64, centers: FloatArray) -> F64:
     ndarray of shape (runs, k, d + 2)
         ``[..., :d]`` weighted sums, ``[..., d]`` weights, ``[..., d + 1]`` inertia.
     """
-    runs, k, d = centers.shape
-    out = np.zeros((runs, k, d + 2), dtype=np.float64)
-    for r in range(runs):
-        labels, dist = nearest(X, centers[r])
-        for j in range(d):
-            out[r, :, j] = np.bincount(labels, weights=w * X[:, j], minlength=k)
-        out[r, :, d] = np.bincount(labels, weights=w, minlength=k)
-        out[r, :, d + 1] = np.bincount(labels, weights=w * dist, minlength=k)
+    runs, k, _ = centers.shape
+    return np.stack([cluster_sums(X, w, *nearest(X, centers[r]), k) for r in range(runs)])
+
+
+def cluster_sums(
+    X: FloatArray, w: F64, labels: npt.NDArray[np.integer[Any]], dist: F64, k: int
+) -> F64:
+    """Packed statistics (k, d + 2) of one run from its labels and squared distances."""
+    d = X.shape[1]
+    out = np.empty((k, d + 2), dtype=np.float64)
+    for j in range(d):
+        out[:, j] = np.bincount(labels, weights=w * X[:, j], minlength=k)
+    out[:, d] = np.bincount(labels, weights=w, minlength=k)
+    out[:, d + 1] = np.bincount(labels, weights=w * dist, minlength=k)
     return out
+
+
+def two_nearest(X: FloatArray, centers: FloatArray) -> tuple[npt.NDArray[np.int32], F64, F64]:
+    """Nearest centre of each row and the squared distances to the nearest two.
+
+    With a single centre the second distance is infinite.
+    """
+    n, k = X.shape[0], centers.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    first = np.empty(n, dtype=np.float64)
+    second = np.full(n, np.inf)
+    for start in range(0, n, _SLAB):
+        x = X[start : start + _SLAB]
+        d = squared_distances(x, centers)
+        lab = np.argmin(d, axis=1)
+        stop = start + len(x)
+        labels[start:stop] = lab
+        first[start:stop] = np.take_along_axis(d, lab[:, None], axis=1)[:, 0]
+        if k > 1:
+            np.put_along_axis(d, lab[:, None], np.inf, axis=1)
+            second[start:stop] = d.min(axis=1)
+    return labels, first, second
 
 
 def block_far_points(X: FloatArray, w: F64, centers: FloatArray, m: int) -> F64:

@@ -21,7 +21,15 @@ import numpy.typing as npt
 from dask.base import compute
 from dask.delayed import Delayed, delayed
 
-from ._lloyd import F64, FloatArray, block_far_points, block_stats, nearest
+from ._lloyd import (
+    F64,
+    FloatArray,
+    block_far_points,
+    block_stats,
+    cluster_sums,
+    nearest,
+    two_nearest,
+)
 from ._validation import check_finite
 
 __all__ = ["ConcatRows", "DaskRows", "NumpyRows", "assign_blocks", "make_rows", "tree_reduce"]
@@ -35,6 +43,7 @@ class NumpyRows:
     def __init__(self, X: FloatArray, w: F64) -> None:
         self.X = X
         self.w = w
+        self._bounds: _Bounds | None = None
 
     @property
     def n_samples(self) -> int:
@@ -47,8 +56,23 @@ class NumpyRows:
         return int(self.X.shape[1])
 
     def stats(self, centers: F64) -> F64:
-        """Packed per-cluster statistics for each run (see `block_stats`)."""
-        return block_stats(self.X, self.w, centers)
+        """Packed per-cluster statistics for each run (see `block_stats`).
+
+        Successive single-run calls (the iterations of one Lloyd run) keep Hamerly's
+        distance bounds between calls and recompute distances only for samples whose
+        nearest centre may have changed; the labels are those of a full search.
+        """
+        if centers.shape[0] != 1:
+            self._bounds = None
+            return block_stats(self.X, self.w, centers)
+        if self._bounds is None or self._bounds.centers.shape != centers[0].shape:
+            self._bounds = _Bounds.start(self.X, centers[0])
+        else:
+            self._bounds.move(self.X, centers[0])
+        b = self._bounds
+        diff = self.X - b.centers[b.labels]
+        dist = np.einsum("ij,ij->i", diff, diff)
+        return cluster_sums(self.X, self.w, b.labels, dist, centers.shape[1])[None]
 
     def far_points(self, centers: F64, m: int) -> F64:
         """Return the `m` samples farthest from their nearest centre, for each run."""
@@ -72,6 +96,44 @@ class NumpyRows:
         """Nearest-centre labels and the weighted inertia."""
         labels, dist = nearest(self.X, centers)
         return labels, float(dist @ self.w)
+
+
+class _Bounds:
+    """Hamerly's bounds for one run.
+
+    Each sample's label, an upper bound on the distance to its centre and a lower bound
+    on the distance to any other centre.
+    """
+
+    def __init__(self, centers: F64, labels: npt.NDArray[np.int32], upper: F64, lower: F64):
+        self.centers = centers
+        self.labels = labels
+        self.upper = upper
+        self.lower = lower
+
+    @classmethod
+    def start(cls, X: FloatArray, centers: F64) -> _Bounds:
+        labels, first, second = two_nearest(X, centers)
+        return cls(centers.copy(), labels, np.sqrt(first), np.sqrt(second))
+
+    def move(self, X: FloatArray, centers: F64) -> None:
+        """Update for new centres; re-search only samples the bounds cannot settle."""
+        shift = np.sqrt(((centers - self.centers) ** 2).sum(axis=1))
+        self.upper += shift[self.labels]
+        self.lower -= shift.max()
+        self.centers = centers.copy()
+        if len(centers) == 1:
+            return  # one centre: every label is 0, and the lower bound is infinite
+        # The margin covers the round-off of the |x|^2 - 2 x.c + |c|^2 distances, so a
+        # skipped sample's label is exactly what a full search would find.
+        scale = float(np.sqrt((centers**2).sum(axis=1)).max())
+        margin = 1e-7 * (self.upper + self.lower + scale) + 1e-12
+        todo = np.flatnonzero(self.upper >= self.lower - margin)
+        if todo.size:
+            labels, first, second = two_nearest(X[todo], centers)
+            self.labels[todo] = labels
+            self.upper[todo] = np.sqrt(first)
+            self.lower[todo] = np.sqrt(second)
 
 
 def tree_reduce(parts: Sequence[Delayed], combine: Callable[..., Any], split_every: int = 8) -> Any:
