@@ -26,7 +26,6 @@ from ._lloyd import (
     FloatArray,
     block_far_points,
     block_stats,
-    cluster_sums,
     nearest,
     two_nearest,
 )
@@ -66,13 +65,10 @@ class NumpyRows:
             self._bounds = None
             return block_stats(self.X, self.w, centers)
         if self._bounds is None or self._bounds.centers.shape != centers[0].shape:
-            self._bounds = _Bounds.start(self.X, centers[0])
+            self._bounds = _Bounds(self.X, self.w, centers[0])
         else:
             self._bounds.move(self.X, centers[0])
-        b = self._bounds
-        diff = self.X - b.centers[b.labels]
-        dist = np.einsum("ij,ij->i", diff, diff)
-        return cluster_sums(self.X, self.w, b.labels, dist, centers.shape[1])[None]
+        return self._bounds.stats()[None]
 
     def far_points(self, centers: F64, m: int) -> F64:
         """Return the `m` samples farthest from their nearest centre, for each run."""
@@ -99,41 +95,65 @@ class NumpyRows:
 
 
 class _Bounds:
-    """Hamerly's bounds for one run.
+    """Hamerly's bounds and running cluster moments for one Lloyd run.
 
-    Each sample's label, an upper bound on the distance to its centre and a lower bound
-    on the distance to any other centre.
+    Keeps each sample's label, an upper bound on the distance to its centre and a lower
+    bound on the distance to any other centre, plus per-cluster moments (weighted sums
+    of x and |x|^2, and weights) updated only for samples that change cluster. An
+    iteration then costs O(n) cheap bound updates instead of O(n k d) distances.
     """
 
-    def __init__(self, centers: F64, labels: npt.NDArray[np.int32], upper: F64, lower: F64):
-        self.centers = centers
-        self.labels = labels
-        self.upper = upper
-        self.lower = lower
+    def __init__(self, X: FloatArray, w: F64, centers: F64) -> None:
+        self.k = centers.shape[0]
+        self.centers = centers.copy()
+        self.labels, first, second = two_nearest(X, centers)
+        self.upper, self.lower = np.sqrt(first), np.sqrt(second)
+        self.wx = X.astype(np.float64) * w[:, None]
+        self.wxx = np.einsum("ij,ij->i", self.wx, X)
+        self.w = w
+        self.sums = np.zeros((self.k, X.shape[1]))
+        self.weights = np.zeros(self.k)
+        self.sq = np.zeros(self.k)
+        self._add(np.arange(X.shape[0]), self.labels, 1.0)
 
-    @classmethod
-    def start(cls, X: FloatArray, centers: F64) -> _Bounds:
-        labels, first, second = two_nearest(X, centers)
-        return cls(centers.copy(), labels, np.sqrt(first), np.sqrt(second))
+    def _add(self, idx: npt.NDArray[np.intp], labels: npt.NDArray[Any], sign: float) -> None:
+        for j in range(self.sums.shape[1]):
+            self.sums[:, j] += sign * np.bincount(labels, self.wx[idx, j], minlength=self.k)
+        self.weights += sign * np.bincount(labels, self.w[idx], minlength=self.k)
+        self.sq += sign * np.bincount(labels, self.wxx[idx], minlength=self.k)
 
     def move(self, X: FloatArray, centers: F64) -> None:
         """Update for new centres; re-search only samples the bounds cannot settle."""
         shift = np.sqrt(((centers - self.centers) ** 2).sum(axis=1))
+        self.centers = centers.copy()
+        if self.k == 1:
+            return  # one centre: every label is 0, and the lower bound is infinite
         self.upper += shift[self.labels]
         self.lower -= shift.max()
-        self.centers = centers.copy()
-        if len(centers) == 1:
-            return  # one centre: every label is 0, and the lower bound is infinite
         # The margin covers the round-off of the |x|^2 - 2 x.c + |c|^2 distances, so a
         # skipped sample's label is exactly what a full search would find.
         scale = float(np.sqrt((centers**2).sum(axis=1)).max())
         margin = 1e-7 * (self.upper + self.lower + scale) + 1e-12
         todo = np.flatnonzero(self.upper >= self.lower - margin)
-        if todo.size:
-            labels, first, second = two_nearest(X[todo], centers)
-            self.labels[todo] = labels
-            self.upper[todo] = np.sqrt(first)
-            self.lower[todo] = np.sqrt(second)
+        if todo.size == 0:
+            return
+        labels, first, second = two_nearest(X[todo], centers)
+        old = self.labels[todo]
+        changed = labels != old
+        if changed.any():
+            moved = todo[changed]
+            self._add(moved, old[changed], -1.0)
+            self._add(moved, labels[changed], 1.0)
+        self.labels[todo] = labels
+        self.upper[todo] = np.sqrt(first)
+        self.lower[todo] = np.sqrt(second)
+
+    def stats(self) -> F64:
+        """Packed (k, d + 2) statistics; inertia from the moments, sum w|x - c|^2."""
+        c = self.centers
+        inertia = self.sq - 2 * np.einsum("ij,ij->i", c, self.sums)
+        inertia += self.weights * np.einsum("ij,ij->i", c, c)
+        return np.column_stack([self.sums, self.weights, np.maximum(inertia, 0)])
 
 
 def tree_reduce(parts: Sequence[Delayed], combine: Callable[..., Any], split_every: int = 8) -> Any:
