@@ -8,17 +8,19 @@ from importlib.metadata import PackageNotFoundError, version
 from ._assign import recolor, segment
 from ._cluster import dashboard_link, dask_client
 from ._estimator import ConvergenceWarning, NotFittedError
-from ._histogram import ColorHistogram, image_histogram
+from ._histogram import ColorHistogram, image_histogram, merge_histograms
 from ._io import DEFAULT_MAX_PIXELS, ImageReadError, ImageRef, open_image, open_images
 from ._kmeans import KMeans, MiniBatchKMeans
-from ._learn import FewerColorsWarning, learn_palette, palette_from_histogram
+from ._learn import FewerColorsWarning, check_n_colors, learn_palette, palette_from_histogram
 from ._lloyd import kmeans_plusplus
 from ._palette import Palette, PaletteError
 from ._pipeline import ImageResult, SegmentOptions, segment_batch
+from ._preview import write_preview
 from ._store import (
     OutputError,
     OutputExistsError,
     Segmentation,
+    is_complete,
     list_segmentations,
     open_segmentation,
     write_segmentation,
@@ -47,12 +49,15 @@ __all__ = [
     "SegmentOptions",
     "Segmentation",
     "__version__",
+    "check_n_colors",
     "dashboard_link",
     "dask_client",
     "image_histogram",
+    "is_complete",
     "kmeans_plusplus",
     "learn_palette",
     "list_segmentations",
+    "merge_histograms",
     "open_image",
     "open_images",
     "open_segmentation",
@@ -60,5 +65,6 @@ __all__ = [
     "recolor",
     "segment",
     "segment_batch",
+    "write_preview",
     "write_segmentation",
 ]

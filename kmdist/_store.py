@@ -497,7 +497,7 @@ def _prepare_root(root: Path) -> None:
     """Create the root group of `root` if needed, refusing paths that are not stores."""
     if root.exists() and not root.is_dir():
         raise OutputError(f"{root}: exists and is a file, not a Zarr store")
-    if root.is_dir() and not (root / "zarr.json").exists() and _has_foreign_entries(root):
+    if root.is_dir() and _is_foreign(root):
         raise OutputError(_NOT_A_STORE.format(root=root))
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -508,7 +508,7 @@ def _prepare_root(root: Path) -> None:
     with _root_lock(root):
         if not (root / "zarr.json").exists():
             # Checked again under the lock: another writer may have created it meanwhile.
-            if _has_foreign_entries(root):
+            if _is_foreign(root):
                 raise OutputError(_NOT_A_STORE.format(root=root))
             try:
                 zarr.open_group(
@@ -523,9 +523,17 @@ def _prepare_root(root: Path) -> None:
             raise OutputError(f"{root}: not a Zarr v3 group: {exc}") from exc
 
 
-def _has_foreign_entries(root: Path) -> bool:
+def _is_foreign(root: Path) -> bool:
+    """Whether `root` holds entries but is not a Zarr store.
+
+    zarr.json is looked for again after listing: a concurrent writer creates it before
+    anything else, so entries seen without it afterwards were there before any store.
+    """
+    if (root / "zarr.json").exists():
+        return False
     with os.scandir(root) as entries:
-        return any(e.name != _LOCK_NAME for e in entries)
+        foreign = any(e.name != _LOCK_NAME for e in entries)
+    return foreign and not (root / "zarr.json").exists()
 
 
 @contextlib.contextmanager

@@ -122,7 +122,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._examples import blobs_example, digits_example
+    from ._examples import blobs_example, china_examples, digits_example
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +131,8 @@ def _demo(args: argparse.Namespace) -> int:
     digits = out / "digits-centres.png"
     print(f"blobs:  inertia {blobs_example(blobs):.2f} -> {blobs}")
     print(f"digits: inertia {digits_example(digits):.0f} -> {digits}")
+    for what, path in china_examples(out).items():
+        print(f"china.jpg {what}: {path}")
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 

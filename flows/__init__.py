@@ -1,0 +1,1 @@
+"""Prefect flows running kmdist on a Dask cluster (see `flows.segment`)."""

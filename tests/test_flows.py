@@ -1,0 +1,232 @@
+"""The Prefect flows, under a real (temporary) Prefect API and real Dask clusters."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import urllib.request
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_array_equal
+from sklearn.datasets import load_sample_image
+
+from flows.segment import main as flow_main
+from flows.segment import segment_archive, segment_image
+from kmdist import list_segmentations, open_segmentation
+from kmdist.cli import main as cli_main
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A folder of four small photos plus a corrupt JPEG, and a zip of the good ones."""
+    import zipfile
+
+    root = tmp_path_factory.mktemp("archive")
+    photos = root / "photos"
+    photos.mkdir()
+    china = load_sample_image("china.jpg")
+    flower = load_sample_image("flower.jpg")
+    crops = {
+        "china-a.png": china[::5, ::5],
+        "china-b.png": china[100:300:3, 200:500:3],
+        "flower-a.png": flower[::5, ::5],
+        "flower-b.png": flower[50:350:3, 100:400:3],
+    }
+    for name, img in crops.items():
+        iio.imwrite(photos / name, np.ascontiguousarray(img))
+    with zipfile.ZipFile(root / "photos.zip", "w") as zf:
+        for name in crops:
+            zf.write(photos / name, f"set/{name}")
+    bad = root / "with-bad"
+    bad.mkdir()
+    for name in ("china-a.png", "flower-a.png"):
+        (bad / name).write_bytes((photos / name).read_bytes())
+    good_jpeg = iio.imwrite("<bytes>", np.ascontiguousarray(flower[::4, ::4]), extension=".jpg")
+    (bad / "truncated.jpg").write_bytes(good_jpeg[: len(good_jpeg) // 2])
+    return root
+
+
+def labels_of(store, name):
+    return open_segmentation(store, name).labels.compute()
+
+
+def test_archive_flow_matches_cli(archive, tmp_path, local_cluster):
+    address = local_cluster.scheduler_address
+    out_flow = tmp_path / "flow.zarr"
+    state = segment_archive(
+        str(archive / "photos"),
+        str(out_flow),
+        k=6,
+        dask_address=address,
+        preview_dir=str(tmp_path / "pv"),
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert sorted(r["image"] for r in summary) == ["china-a", "china-b", "flower-a", "flower-b"]
+    assert all(r["status"] == "done" for r in summary)
+    out_cli = tmp_path / "cli.zarr"
+    assert (
+        cli_main(
+            [
+                "segment",
+                str(archive / "photos"),
+                "-k",
+                "6",
+                "-o",
+                str(out_cli),
+                "--scheduler",
+                address,
+            ]
+        )
+        == 0
+    )
+    for r in summary:
+        a, b = open_segmentation(out_flow, r["image"]), open_segmentation(out_cli, r["image"])
+        assert a.palette == b.palette
+        assert_array_equal(a.labels.compute(), b.labels.compute())
+        assert (tmp_path / "pv" / f"{r['image']}.png").exists()
+
+
+def test_zip_archive_and_single_image(archive, tmp_path, local_cluster):
+    address = local_cluster.scheduler_address
+    state = segment_archive(
+        str(archive / "photos.zip"),
+        str(tmp_path / "z.zarr"),
+        k=4,
+        dask_address=address,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    names = [i.name for i in list_segmentations(tmp_path / "z.zarr")]
+    assert names == ["set_china-a", "set_china-b", "set_flower-a", "set_flower-b"]
+    one = segment_image(
+        str(archive / "photos" / "china-b.png"),
+        str(tmp_path / "one.zarr"),
+        k=4,
+        dask_address=address,
+        return_state=True,
+    )
+    assert one.is_completed()
+    assert_array_equal(
+        labels_of(tmp_path / "one.zarr", "china-b"), labels_of(tmp_path / "z.zarr", "set_china-b")
+    )
+
+
+def test_corrupt_image_fails_alone(archive, tmp_path, local_cluster):
+    out = tmp_path / "o.zarr"
+    state = segment_archive(
+        str(archive / "with-bad"),
+        str(out),
+        k=5,
+        dask_address=local_cluster.scheduler_address,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "1 of 3 images failed" in state.message and "truncated.jpg" in state.message
+    infos = {i.name: i.complete for i in list_segmentations(out)}
+    assert infos.get("china-a") and infos.get("flower-a")
+    assert not infos.get("truncated", False)
+
+
+def test_resume_redoes_only_the_incomplete(archive, tmp_path, local_cluster):
+    address = local_cluster.scheduler_address
+    out = tmp_path / "o.zarr"
+    first = segment_archive(str(archive / "photos"), str(out), k=5, dask_address=address)
+    before = {r["image"]: labels_of(out, r["image"]) for r in first}
+    # Simulate a run interrupted while writing flower-b: its marker says incomplete.
+    group = zarr.open_group(str(out / "flower-b" / "labels" / "segmentation"), mode="r+")
+    group.attrs["kmdist"] = {**group.attrs["kmdist"], "complete": False}
+    second = segment_archive(str(archive / "photos"), str(out), k=5, dask_address=address)
+    status = {r["image"]: r["status"] for r in second}
+    assert status == {
+        "china-a": "skipped (complete)",
+        "china-b": "skipped (complete)",
+        "flower-a": "skipped (complete)",
+        "flower-b": "done",
+    }
+    for name, labels in before.items():
+        assert_array_equal(labels_of(out, name), labels)
+
+
+def test_shared_palette_in_every_image(archive, tmp_path, local_cluster):
+    out = tmp_path / "o.zarr"
+    summary = segment_archive(
+        str(archive / "with-bad"),
+        str(out),
+        k=6,
+        shared_palette=True,
+        dask_address=local_cluster.scheduler_address,
+        return_state=True,
+    )
+    assert summary.is_failed()  # the truncated JPEG, alone
+    pals = [open_segmentation(out, n).palette for n in ("china-a", "flower-a")]
+    assert pals[0] == pals[1] and pals[0].k == 6
+
+
+def test_flow_on_external_scheduler_and_dashboard_answers(archive, tmp_path, external_scheduler):
+    """The flow on separately started `dask scheduler`/`dask worker` processes; the
+    dashboard link it publishes answers while the run is in flight."""
+    from distributed import Client
+    from prefect.client.orchestration import get_client
+
+    with Client(external_scheduler) as client:
+        link = client.dashboard_link
+    out = tmp_path / "ext.zarr"
+    result: dict = {}
+    thread = threading.Thread(
+        target=lambda: result.update(
+            state=segment_archive(
+                str(archive / "photos"),
+                str(out),
+                k=8,
+                dask_address=external_scheduler,
+                return_state=True,
+            )
+        )
+    )
+    thread.start()
+    answered = None
+    deadline = time.monotonic() + 120
+    while thread.is_alive() and time.monotonic() < deadline and answered is None:
+        with get_client(sync_client=True) as api:
+            arts = [a for a in api.read_artifacts() if a.key == "dask-dashboard"]
+        # A link artifact's data is markdown: [text](url).
+        urls = [m for a in arts for m in re.findall(r"\((http[^)]+)\)", str(a.data))]
+        if link in urls:
+            with urllib.request.urlopen(urls[urls.index(link)], timeout=10) as resp:
+                answered = (resp.status, thread.is_alive())
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert answered == (200, True)
+    assert result["state"].is_completed()
+    ref = segment_archive(str(archive / "photos"), str(tmp_path / "local.zarr"), k=8, n_workers=2)
+    for r in ref:
+        assert_array_equal(
+            labels_of(out, r["image"]), labels_of(tmp_path / "local.zarr", r["image"])
+        )
+
+
+def test_flow_command_line(archive, tmp_path, local_cluster):
+    code = flow_main(
+        [
+            str(archive / "with-bad"),
+            "-o",
+            str(tmp_path / "o.zarr"),
+            "-k",
+            "3",
+            "--dask-address",
+            local_cluster.scheduler_address,
+        ]
+    )
+    assert code == 1  # the truncated image
+    assert {i.name for i in list_segmentations(tmp_path / "o.zarr") if i.complete} == {
+        "china-a",
+        "flower-a",
+    }
