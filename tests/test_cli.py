@@ -14,15 +14,21 @@ import zarr
 from numpy.testing import assert_array_equal
 from sklearn.datasets import load_sample_image
 
-from kmdist import learn_palette, open_segmentation, segment
+from kmdist import learn_palette, list_segmentations, open_segmentation, segment
 from kmdist.cli import main
 
 
-def test_demo_writes_the_seed_pictures(tmp_path, capsys):
+@pytest.mark.slow
+def test_demo_runs_the_flow_and_draws_the_seed_pictures(tmp_path, capsys, prefect_harness):
     assert main(["demo", "--output", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "blobs:  inertia 212.01" in out  # the four blobs, fitted with the default seed
-    for name in ("blobs.png", "digits-centres.png"):
+    assert "Prefect start-up" in out
+    infos = list_segmentations(tmp_path / "segmented.zarr")
+    names = {i.name for i in infos}
+    assert {"china", "flower"} <= names and all(i.complete and i.k == 16 for i in infos)
+    assert len(list((tmp_path / "previews").glob("*.png"))) == len(infos)
+    for name in ("blobs.png", "digits-centres.png", "china-16-colours.png", "china-k3.png"):
         img = iio.imread(tmp_path / name)
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
         assert img.std() > 10  # a picture, not a blank canvas
