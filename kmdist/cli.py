@@ -43,6 +43,7 @@ def _segment(args: argparse.Namespace) -> int:
     from ._io import ImageReadError, open_images
     from ._learn import check_n_colors
     from ._pipeline import OnExists, SegmentOptions, segment_batch
+    from ._progress import cluster_progress
 
     try:
         k = check_n_colors(args.k)
@@ -75,15 +76,16 @@ def _segment(args: argparse.Namespace) -> int:
     with dask_client(args.scheduler, n_workers=args.workers) as client:
         print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
         print(f"{len(refs)} image(s) -> {args.output}", flush=True)
-        results = segment_batch(
-            refs,
-            args.output,
-            opts,
-            shared=args.shared_palette,
-            on_exists=on_exists,
-            preview_dir=args.preview,
-            report=_print_result,
-        )
+        with cluster_progress(client, sys.stderr):
+            results = segment_batch(
+                refs,
+                args.output,
+                opts,
+                shared=args.shared_palette,
+                on_exists=on_exists,
+                preview_dir=args.preview,
+                report=_print_result,
+            )
     failed = [r for r in results if not r.ok]
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
