@@ -6,6 +6,7 @@ a LocalCluster sized to the machine is started and closed with the context.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +67,9 @@ def dask_client(
             processes=True,
             memory_limit=memory_limit,
             dashboard_address=dashboard_address,
+            # Warnings of routine events (large graphs, rebalancing) would drown kmdist's
+            # per-image report; errors still show.
+            silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
     ):

@@ -210,7 +210,8 @@ def _minibatch_palette(
         )
         for im in images
     ]
-    rows = DaskRows(feats[0]) if len(feats) == 1 else ConcatRows([DaskRows(f) for f in feats])
+    parts = [DaskRows(f, name="image") for f in feats]
+    rows = parts[0] if len(parts) == 1 else ConcatRows(parts)
     n = rows.n_samples
     if n < k:
         raise ValueError(f"{n} pixels cannot make {k} colours")

@@ -149,8 +149,14 @@ def segment_one(
         )
     except (ValueError, OSError) as exc:  # ImageReadError, OutputError, bad parameters
         return ImageResult(
-            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=str(exc)
+            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=_named(ref, exc)
         )
+
+
+def _named(ref: ImageRef, exc: BaseException) -> str:
+    """Return the error message, naming the image's source unless it already does."""
+    message = str(exc)
+    return message if ref.source in message else f"{ref.source}: {message}"
 
 
 def _compute(*graphs: Any) -> tuple[Any, ...]:
@@ -190,7 +196,7 @@ def shared_palette(
             images.append(image)
             good.append(ref)
         except (ValueError, OSError) as exc:
-            failed.append(ImageResult(ref.name, ref.source, "failed", error=str(exc)))
+            failed.append(ImageResult(ref.name, ref.source, "failed", error=_named(ref, exc)))
     if not good:
         return None, None, good, failed
     if len(hists) == len(images):

@@ -178,10 +178,10 @@ def _flat(x: FloatArray, w: F64 | None) -> tuple[FloatArray, F64]:
     return x2, w1
 
 
-def _stats_kernel(x: FloatArray, w: F64 | None, centers: F64, check: bool) -> F64:
+def _stats_kernel(x: FloatArray, w: F64 | None, centers: F64, check: bool, name: str = "X") -> F64:
     x2, w1 = _flat(x, w)
     if check:
-        check_finite(x2)
+        check_finite(x2, name)
     return block_stats(x2, w1, centers)
 
 
@@ -189,10 +189,10 @@ def _far_kernel(x: FloatArray, w: F64 | None, centers: F64, m: int) -> F64:
     return block_far_points(*_flat(x, w), centers, m)
 
 
-def _moments_kernel(x: FloatArray, w: F64 | None) -> F64:
+def _moments_kernel(x: FloatArray, w: F64 | None, name: str = "X") -> F64:
     # Weighted zeroth, first and second moments in float64: they add across blocks.
     x2, w1 = _flat(x, w)
-    check_finite(x2)
+    check_finite(x2, name)
     xw = x2.astype(np.float64) * w1[:, None]
     return np.concatenate([[w1.sum()], xw.sum(axis=0), (xw * x2).sum(axis=0)])
 
@@ -231,11 +231,14 @@ class DaskRows:
         Samples along every axis but the last, features on the last axis (one chunk).
     w : dask.array.Array of shape X.shape[:-1], optional
         Weights, chunked like `X` without its last axis; None means all ones.
+    name : str, default='X'
+        What the samples are called in error messages (NaN or infinity found).
     """
 
     in_memory = False
 
-    def __init__(self, X: da.Array, w: da.Array | None = None) -> None:
+    def __init__(self, X: da.Array, w: da.Array | None = None, name: str = "X") -> None:
+        self.name = name
         if X.numblocks[-1] != 1:
             X = X.rechunk({X.ndim - 1: -1})
         self.X = X
@@ -265,7 +268,7 @@ class DaskRows:
 
     def stats(self, centers: F64) -> F64:
         """Packed per-cluster statistics for each run, one pass on the cluster."""
-        out = self._reduce(_stats_kernel, centers, not self._checked)
+        out = self._reduce(_stats_kernel, centers, not self._checked, self.name)
         self._checked = True
         return out
 
@@ -296,7 +299,7 @@ class DaskRows:
 
     def weighted_variance(self) -> float:
         """Mean over features of the weighted variance, one pass on the cluster."""
-        m = self._reduce(_moments_kernel)
+        m = self._reduce(_moments_kernel, self.name)
         self._checked = True
         return _variance(m, self.n_features)
 
@@ -323,7 +326,7 @@ def _gather(
     (got,) = compute(lazy)
     x = np.concatenate([g[0] for g in got]) if got else np.empty((0, parts[0].n_features))
     w = np.concatenate([np.asarray(g[1], dtype=np.float64) for g in got]) if got else np.empty(0)
-    check_finite(x)
+    check_finite(x, parts[0].name)
     inverse = np.empty_like(order)
     inverse[order] = np.arange(order.size)
     return x[inverse], w[inverse]
@@ -360,7 +363,7 @@ class ConcatRows:
 
     def stats(self, centers: F64) -> F64:
         """Packed per-cluster statistics for each run, one pass over every part."""
-        return _reduce_blocks(self._blocks(), _stats_kernel, centers, True)
+        return _reduce_blocks(self._blocks(), _stats_kernel, centers, True, self.parts[0].name)
 
     def far_points(self, centers: F64, m: int) -> F64:
         """Return the `m` samples farthest from their nearest centre, for each run."""
@@ -376,7 +379,8 @@ class ConcatRows:
 
     def weighted_variance(self) -> float:
         """Mean over features of the weighted variance, one pass over every part."""
-        return _variance(_reduce_blocks(self._blocks(), _moments_kernel), self.n_features)
+        moments = _reduce_blocks(self._blocks(), _moments_kernel, self.parts[0].name)
+        return _variance(moments, self.n_features)
 
 
 def _reduce_blocks(

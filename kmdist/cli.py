@@ -94,7 +94,7 @@ def _segment(args: argparse.Namespace) -> int:
         flush=True,
     )
     for res in failed:
-        print(f"kmdist segment: {res.source}: {res.error}", file=sys.stderr)
+        print(f"kmdist segment: {res.error}", file=sys.stderr)
     return 1 if failed else 0
 
 
