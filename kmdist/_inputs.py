@@ -1,0 +1,232 @@
+"""List the images in files, folders, glob patterns and archives as `ImageRef`.
+
+Each ref gets a unique name fit for a Zarr group. Archive members are listed from the
+archive, never extracted to disk. Problems found while listing become refs whose
+`ImageRef.open` raises, so that a batch reports them as failed images and runs the others.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import PurePath, PurePosixPath
+
+import dask.array as da
+
+from ._archive import archive_kind, archive_members, strip_archive_suffix
+from ._chunks import Chunks
+from ._errors import ImageReadError, describe
+from ._lazy import is_zarr
+from ._source import open_source
+from ._whole import DEFAULT_MAX_PIXELS
+
+__all__ = ["IMAGE_SUFFIXES", "ImageRef", "expand", "unique_names"]
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+)
+"""File name extensions picked up from folders, glob patterns and archives."""
+
+_MAX_NAME = 200  # characters; leaves room in a 255-byte file name for suffixes
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image found by `open_images`, opened on demand.
+
+    Attributes
+    ----------
+    name : str
+        Unique among the refs of one `open_images` call (ignoring case), made of
+        ``[A-Za-z0-9._-]`` only and never starting with ``.`` or ``_``: usable as a Zarr
+        group name, also on case-insensitive file systems.
+    source : str
+        Where the image comes from: its path, or ``ARCHIVE::MEMBER``.
+    """
+
+    name: str
+    source: str
+    _path: str = field(default="", repr=False)
+    _member: str | None = field(default=None, repr=False)
+    _problem: str | None = field(default=None, repr=False)
+
+    def open(self, *, chunks: Chunks = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> da.Array:
+        """Open the image as a lazy Dask array of shape (y, x, c); see `open_image`.
+
+        Parameters
+        ----------
+        chunks : int or (int, int), optional
+            Chunk size along y and x; by default the source's own.
+        max_pixels : int, default=DEFAULT_MAX_PIXELS
+            Most pixels (y * x) accepted in an image decoded whole.
+
+        Returns
+        -------
+        dask.array.Array
+            The image, shape (y, x, c).
+
+        Raises
+        ------
+        ImageReadError
+            If the image cannot be read, or a problem was found while listing it (an
+            unsafe archive member, an unreadable archive, a link out of the folder).
+        """
+        if self._problem is not None:
+            raise ImageReadError(self.source, self._problem)
+        return open_source(self._path or self.source, self._member, self.source, chunks, max_pixels)
+
+
+# --- Listing files, folders, patterns and archives -----------------------------------
+
+
+def _hidden(part: str) -> bool:
+    return (part.startswith(".") and part not in (".", "..")) or part == "__MACOSX"
+
+
+def _is_image_name(path: str) -> bool:
+    parts = path.replace("\\", "/").split("/")
+    return PurePosixPath(parts[-1]).suffix.lower() in IMAGE_SUFFIXES and not any(
+        _hidden(p) for p in parts
+    )
+
+
+def expand(path: str, follow_symlinks: bool) -> list[ImageRef]:
+    """List the images in one file, folder, glob pattern or archive; see `open_images`."""
+    if os.path.lexists(path):
+        if os.path.isdir(path):
+            if is_zarr(path):
+                return [_file_ref(os.path.basename(os.path.normpath(path)), path)]
+            return _walk_folder(path, follow_symlinks)
+        if archive_kind(path):
+            return _list_archive(path)
+        return [_file_ref(os.path.basename(path), path)]
+    if any(ch in path for ch in "*?["):
+        return _expand_glob(path)
+    raise ImageReadError(path, "file not found")
+
+
+def _file_ref(rel: str, path: str, problem: str | None = None) -> ImageRef:
+    return ImageRef(_name(rel), path, path, None, problem)
+
+
+def _walk_folder(root: str, follow_symlinks: bool) -> list[ImageRef]:
+    real_root = os.path.realpath(root)
+    found: list[tuple[str, ImageRef]] = []
+    seen: set[str] = set()
+
+    def unlisted(err: OSError) -> None:
+        # A folder that cannot be listed is reported as a failed image, not skipped.
+        where = err.filename if isinstance(err.filename, str) else root
+        rel = PurePath(os.path.relpath(where, root)).as_posix()
+        found.append((rel, _file_ref(rel, where, f"cannot list this folder ({describe(err)})")))
+
+    walk = os.walk(root, onerror=unlisted, followlinks=follow_symlinks)
+    for dirpath, dirnames, filenames in walk:
+        if follow_symlinks:
+            real = os.path.realpath(dirpath)
+            if real in seen:  # a link cycle, or a second way into the same folder
+                dirnames.clear()
+                continue
+            seen.add(real)
+        subdirs = []
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if _hidden(d):
+                continue
+            if d.lower().endswith(".zarr"):
+                found.append(_walk_ref(full, root, real_root, follow_symlinks))
+            else:
+                subdirs.append(d)
+        dirnames[:] = subdirs
+        for f in filenames:
+            if not _hidden(f) and PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES:
+                found.append(_walk_ref(os.path.join(dirpath, f), root, real_root, follow_symlinks))
+    return [ref for _, ref in sorted(found, key=lambda item: item[0])]
+
+
+def _walk_ref(full: str, root: str, real_root: str, follow: bool) -> tuple[str, ImageRef]:
+    rel = PurePath(os.path.relpath(full, root)).as_posix()
+    problem = None
+    if os.path.islink(full):
+        target = os.path.realpath(full)
+        if not os.path.exists(target):
+            problem = "a broken symbolic link"
+        elif not follow and os.path.commonpath([target, real_root]) != real_root:
+            problem = (
+                f"a symbolic link to {target}, outside {root}; not followed "
+                "(pass follow_symlinks=True to read it)"
+            )
+    return rel, _file_ref(rel, full, problem)
+
+
+def _expand_glob(pattern: str) -> list[ImageRef]:
+    matches = sorted(glob.glob(pattern, recursive=True))
+    if not matches:
+        raise ImageReadError(pattern, "no file matches this pattern")
+    head: list[str] = []
+    for part in PurePath(pattern).parts:
+        if any(ch in part for ch in "*?["):
+            break
+        head.append(part)
+    root = os.path.join(*head) if head else os.curdir
+    refs: list[ImageRef] = []
+    for match in matches:
+        rel = PurePath(os.path.relpath(match, root)).as_posix()
+        if os.path.isdir(match):
+            if is_zarr(match):
+                refs.append(_file_ref(rel, match))
+        elif archive_kind(match):
+            refs.extend(_list_archive(match))
+        elif PurePosixPath(match).suffix.lower() in IMAGE_SUFFIXES:
+            refs.append(_file_ref(rel, match))
+    return refs
+
+
+def _list_archive(archive: str) -> list[ImageRef]:
+    try:
+        found = archive_members(archive)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Reported as a failed image, not raised: the other inputs still run.
+        name = _sanitise(strip_archive_suffix(os.path.basename(archive)))
+        problem = f"cannot read the archive ({describe(exc)})"
+        return [ImageRef(name, archive, archive, None, problem)]
+    return [
+        ImageRef(_name(member), f"{archive}::{member}", archive, member, problem)
+        for member, problem in sorted(found.items())
+        if _is_image_name(member)
+    ]
+
+
+# --- Names ---------------------------------------------------------------------------
+
+
+def _name(rel: str) -> str:
+    """Make a group name from a relative path: ``sub/dir/img.png`` gives ``sub_dir_img``."""
+    path = PurePosixPath(rel.replace("\\", "/"))
+    if path.suffix:
+        path = path.with_suffix("")
+    return _sanitise(str(path))
+
+
+def _sanitise(name: str) -> str:
+    # Zarr reserves names starting with "__"; names starting with "." are hidden.
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "_", name).lstrip("._")[:_MAX_NAME]
+    return clean or "image"
+
+
+def unique_names(refs: list[ImageRef]) -> list[ImageRef]:
+    """Make the refs' names unique, ignoring case: ``-2``, ``-3``, ... in order of appearance."""
+    taken: set[str] = set()
+    out = []
+    for ref in refs:
+        name, n = ref.name, 1
+        while name.lower() in taken:  # case-insensitive file systems hold the groups
+            n += 1
+            name = f"{ref.name}-{n}"
+        taken.add(name.lower())
+        out.append(ref if name == ref.name else replace(ref, name=name))
+    return out
