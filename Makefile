@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/find-python
+$(STAMP): pyproject.toml scripts/find-python deploy/requirements.txt
 	@set -e; \
 	if [ -x $(PY) ] && $(PY) -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; then \
 	  echo "Using existing $(VENV) ($$($(PY) --version))"; \
@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml scripts/find-python
 	  rm -rf $(VENV); "$$py" -m venv $(VENV); \
 	fi
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,plot]'
+	# The deploy image's pins constrain the dev environment too: one set of versions.
+	$(PY) -m pip install --quiet -e '.[dev,plot]' -c deploy/requirements.txt
 	@touch $@
 
 demo: $(STAMP)
