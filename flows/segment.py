@@ -125,10 +125,6 @@ def preview(ref: ImageRef, output: str, preview_dir: str, opts: SegmentOptions) 
     )
 
 
-def _swatches(palette: Palette) -> str:
-    return " ".join(f"#{r:02x}{g:02x}{b:02x}" for r, g, b, _ in palette.display_rgba().tolist())
-
-
 def _run(
     inputs: Sequence[str],
     output: str,
@@ -195,7 +191,7 @@ def _run(
                     status="done",
                     k=pal.k,
                     inertia=round(pal.inertia, 6),
-                    palette=_swatches(pal),
+                    palette=" ".join(pal.hex_colors()),
                     size="x".join(map(str, info["shape"])),
                     seconds=info["write_seconds"],
                 )

@@ -172,6 +172,16 @@ class Palette:
         out[:, :3] = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
         return out
 
+    def hex_colors(self) -> list[str]:
+        """Display colours as ``#rrggbb`` strings, label 0 first.
+
+        Examples
+        --------
+        >>> Palette(np.array([[255, 0, 0], [0, 0, 255]]), np.array([3, 1]), 0.0).hex_colors()
+        ['#ff0000', '#0000ff']
+        """
+        return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b, _ in self.display_rgba().tolist()]
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form (lists and scalars)."""
         return {

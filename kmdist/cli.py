@@ -17,8 +17,7 @@ __all__ = ["main"]
 
 def _swatches(palette: Any, limit: int = 16) -> str:
     """Palette as hex codes, most common first."""
-    rgba = palette.display_rgba()[:limit]
-    text = " ".join(f"#{r:02x}{g:02x}{b:02x}" for r, g, b, _ in rgba.tolist())
+    text = " ".join(palette.hex_colors()[:limit])
     return text + (" ..." if palette.k > limit else "")
 
 
