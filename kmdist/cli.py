@@ -72,19 +72,37 @@ def _segment(args: argparse.Namespace) -> int:
     )
     on_exists: OnExists = "overwrite" if args.overwrite else "skip" if args.resume else "error"
     t0 = time.perf_counter()
-    with dask_client(args.scheduler, n_workers=args.workers) as client:
-        print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
-        print(f"{len(refs)} image(s) -> {args.output}", flush=True)
-        with cluster_progress(client, sys.stderr):
-            results = segment_batch(
-                refs,
-                args.output,
-                opts,
-                shared=args.shared_palette,
-                on_exists=on_exists,
-                preview_dir=args.preview,
-                report=_print_result,
-            )
+    finished: list[Any] = []
+
+    def report(i: int, n: int, res: Any) -> None:
+        finished.append(res)
+        _print_result(i, n, res)
+
+    try:
+        with dask_client(args.scheduler, n_workers=args.workers) as client:
+            print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
+            print(f"{len(refs)} image(s) -> {args.output}", flush=True)
+            with cluster_progress(client, sys.stderr):
+                results = segment_batch(
+                    refs,
+                    args.output,
+                    opts,
+                    shared=args.shared_palette,
+                    on_exists=on_exists,
+                    preview_dir=args.preview,
+                    report=report,
+                )
+    except KeyboardInterrupt:
+        # Outputs already reported are complete; the one being written keeps no marker,
+        # so `--resume` redoes exactly what is missing.
+        names = [r.name for r in finished if r.status == "done"]
+        print(
+            f"\nkmdist segment: interrupted after {len(finished)} of {len(refs)} image(s); "
+            f"complete: {', '.join(names) or 'none'}. Rerun with --resume to finish.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
     failed = [r for r in results if not r.ok]
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
