@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ _RESERVED_KEYS = frozenset(
         "dtype",
         "source",
         "version",
+        "writer",
         "complete",
     }
 )
@@ -377,12 +379,13 @@ def write_segmentation(
     shapes = _level_shapes(labels.shape, n_levels)
     block = _kmdist_block(palette, source, extra)
     _prepare_root(root)
-    _clear_previous(root, name, overwrite)
     chunk = _chunk_shape(labels)
     if labels.chunks != da.core.normalize_chunks(chunk, labels.shape):
         labels = labels.rechunk(chunk)
-
-    image_group, seg_group = _create_groups(root, name, palette, len(shapes), block)
+    # Clearing and claiming the group is atomic between runs; writing is not locked.
+    with _root_lock(root):
+        _clear_previous(root, name, overwrite)
+        image_group, seg_group = _create_groups(root, name, palette, len(shapes), block)
     sources: list[da.Array] = []
     targets: list[Any] = []
     level = labels
@@ -489,6 +492,12 @@ def _kmdist_block(palette: Palette, source: str, extra: Mapping[str, Any] | None
         "source": str(source),
         "version": kmdist_version,
         **extra,
+        # Who is writing: a second run on this machine refuses while this one lives.
+        "writer": {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": _process_start(os.getpid()),
+        },
         "complete": False,
     }
 
@@ -580,6 +589,11 @@ def _clear_previous(root: Path, name: str, overwrite: bool) -> None:
         raise OutputExistsError(
             f"{root}/{name}: already complete; pass overwrite=True (--overwrite) to replace it"
         )
+    writer = _live_writer(block)
+    if writer is not None:
+        raise OutputError(
+            f"{root}/{name}: being written by another run (process {writer}); wait for it to finish"
+        )
     try:
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
@@ -589,6 +603,43 @@ def _clear_previous(root: Path, name: str, overwrite: bool) -> None:
         raise OutputError(
             f"{target}: cannot remove the previous output: {exc.strerror or exc}"
         ) from exc
+
+
+def _live_writer(block: Mapping[str, Any] | None) -> int | None:
+    """Return the pid of another live process on this machine writing the image, if any.
+
+    A claim by a process that is gone (a crash; a reused pid is told apart by its start
+    time), by this process, or from another host (whose processes cannot be checked from
+    here) does not hold.
+    """
+    if block is None or block.get("complete") is True:
+        return None
+    writer = block.get("writer")
+    if not isinstance(writer, dict) or writer.get("host") != socket.gethostname():
+        return None
+    pid = writer.get("pid")
+    if not isinstance(pid, int) or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    started = writer.get("started")
+    if started is not None and started != _process_start(pid):
+        return None  # the pid now belongs to another process
+    return pid
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of process `pid` in clock ticks since boot (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # Field 22; the command name (field 2) may hold spaces, so split after it.
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def _chunk_shape(labels: da.Array) -> tuple[int, int]:

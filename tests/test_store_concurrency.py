@@ -1,0 +1,90 @@
+"""Two runs writing the same image at once: the second refuses, the first is intact."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_array_equal
+
+from kmdist import OutputError, Palette, is_complete, open_segmentation, write_segmentation
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import dask, dask.array as da, numpy as np
+    from kmdist import Palette, write_segmentation
+
+    def slow(block):
+        time.sleep(0.2)
+        return block
+
+    labels = da.from_array(np.arange(200 * 300).reshape(200, 300) % 3, chunks=50)
+    labels = labels.astype(np.uint8).map_blocks(slow, dtype=np.uint8)
+    palette = Palette(np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]]), np.array([3, 2, 1]), 1.0)
+    with dask.config.set(scheduler="threads", num_workers=1):
+        write_segmentation(sys.argv[1], "photo", labels, palette, source="slow")
+    print("written", flush=True)
+    """
+)
+
+
+def expected_labels():
+    return (np.arange(200 * 300).reshape(200, 300) % 3).astype(np.uint8)
+
+
+def test_second_writer_refused_while_first_writes(tmp_path):
+    store = tmp_path / "out.zarr"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (store / "photo" / "labels" / "segmentation" / "zarr.json").exists():
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        palette = Palette(np.array([[9, 9, 9]]), np.array([1]), 0.0)
+        other = da.zeros((10, 10), dtype=np.uint8)
+        for overwrite in (False, True):
+            with pytest.raises(
+                OutputError, match=rf"photo: being written by another run \(process {proc.pid}\)"
+            ):
+                write_segmentation(store, "photo", other, palette, overwrite=overwrite)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert is_complete(store, "photo")
+    seg = open_segmentation(store, "photo")
+    assert_array_equal(seg.labels.compute(), expected_labels())
+    assert seg.attrs["writer"]["pid"] == proc.pid
+
+
+def test_claim_of_a_dead_writer_does_not_hold(tmp_path):
+    store = tmp_path / "out.zarr"
+    palette = Palette(np.array([[1, 2, 3], [4, 5, 6]]), np.array([2, 1]), 0.0)
+    labels = da.from_array(np.array([[0, 1], [1, 0]], dtype=np.uint8))
+    write_segmentation(store, "photo", labels, palette)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    group = zarr.open_group(str(store / "photo" / "labels" / "segmentation"), mode="r+")
+    block = dict(group.attrs["kmdist"])
+    block.update(complete=False, writer={**block["writer"], "pid": int(dead.stdout)})
+    group.attrs["kmdist"] = block  # as a crashed run leaves it
+    write_segmentation(store, "photo", labels, palette)  # no overwrite needed: incomplete
+    assert is_complete(store, "photo")
