@@ -259,3 +259,64 @@ def test_output_without_write_permission(batch, tmp_path, local_cluster, capsys)
     assert code == 1
     assert "locked/out.zarr" in capsys.readouterr().err
     assert not (parent / "out.zarr").exists()
+
+
+def test_hostile_archives_in_a_batch(tmp_path, local_cluster, capsys):
+    import stat
+    import tarfile
+    import zipfile
+
+    png = iio.imwrite("<bytes>", CHINA, extension=".png")
+    zip_path, tar_path, bomb_path = tmp_path / "a.zip", tmp_path / "b.tar", tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        for name in ("../evil.png", "/abs.png", "x y.png", "x_y.png", "ok.png"):
+            zf.writestr(name, png)
+        link = zipfile.ZipInfo("link.png")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        zf.writestr(link, "/etc/passwd")
+    with tarfile.open(tar_path, "w") as tf:
+        info = tarfile.TarInfo("ok.png")
+        info.size = len(png)
+        tf.addfile(info, io.BytesIO(png))
+        for name, kind in [("sym.png", tarfile.SYMTYPE), ("dev.png", tarfile.CHRTYPE)]:
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = kind, "ok.png"
+            tf.addfile(info)
+    with (
+        zipfile.ZipFile(bomb_path, "w", zipfile.ZIP_DEFLATED) as zf,
+        zf.open("bomb.png", "w") as fp,
+    ):
+        for _ in range(100):
+            fp.write(bytes(1 << 20))
+    out = tmp_path / "out" / "out.zarr"
+    code = main(
+        [
+            "segment",
+            str(zip_path),
+            str(tar_path),
+            str(bomb_path),
+            "-k",
+            "4",
+            "-o",
+            str(out),
+            "--scheduler",
+            local_cluster.scheduler_address,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    refused = {
+        f"{zip_path}::../evil.png": "leaves the archive",
+        f"{zip_path}::/abs.png": "absolute path",
+        f"{zip_path}::link.png": "symbolic link",
+        f"{tar_path}::sym.png": "symbolic link",
+        f"{tar_path}::dev.png": "device file",
+        f"{bomb_path}::bomb.png": "zip bomb",
+    }
+    for source, problem in refused.items():
+        line = next(x for x in err.splitlines() if source in x)
+        assert problem in line, line
+    complete = {i.name for i in list_segmentations(out) if i.complete}
+    # Names that collide after sanitising ("x y" and "x_y") both get a group.
+    assert {"ok", "x_y", "x_y-2", "ok-2"} <= complete
+    assert not any(p.name == "evil.png" for p in tmp_path.rglob("*"))  # nothing escaped
