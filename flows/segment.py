@@ -241,11 +241,7 @@ def _shared_palettes(
         except (ValueError, OSError) as exc:
             rows[ref.name].update(status="failed", error=str(exc))
             continue
-        (
-            rgb8
-            if image.dtype == "uint8" and image.shape[2] == 3 and opts.method != "minibatch"
-            else others
-        ).append(ref)
+        (rgb8 if opts.uses_histogram(image) else others).append(ref)
     good: list[ImageRef] = []
     if rgb8 and not others:
         hist_futures = {histogram.submit(r, opts): r for r in rgb8}

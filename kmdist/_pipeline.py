@@ -52,6 +52,10 @@ class SegmentOptions:
     chunks: int | tuple[int, int] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
+    def uses_histogram(self, image: da.Array) -> bool:
+        """Whether `image` takes the exact path: 8-bit RGB, unless mini-batch is asked for."""
+        return is_rgb8(image) and self.method != "minibatch"
+
     def palette_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for `learn_palette` / `palette_from_histogram`."""
         kw: dict[str, Any] = {
@@ -116,7 +120,7 @@ def segment_one(
             return ImageResult(ref.name, ref.source, "skipped", seconds=time.perf_counter() - t0)
         image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
         if palette is None:
-            if is_rgb8(image) and opts.method != "minibatch":
+            if opts.uses_histogram(image):
                 (hist,) = _compute(histogram_graph(image))
                 palette, lut = _exact_palette_and_lut(hist, opts)
             else:
@@ -190,7 +194,7 @@ def shared_palette(
     for ref in refs:
         try:
             image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-            if is_rgb8(image) and opts.method != "minibatch":
+            if opts.uses_histogram(image):
                 # One image at a time, so that a corrupt file fails alone.
                 hists.extend(_compute(histogram_graph(image)))
             images.append(image)
