@@ -23,6 +23,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import warnings
@@ -56,6 +57,8 @@ OME_VERSION = "0.5"
 SEGMENTATION = "segmentation"
 _SEG_PATH = f"labels/{SEGMENTATION}"
 _LOCK_NAME = ".kmdist.lock"
+# A zarr LocalStore write in flight: `<stem>.<uuid4 hex>.partial`, renamed when complete.
+_PARTIAL = re.compile(r"[^/]+\.[0-9a-f]{32}\.partial")
 # Pyramids stop once the largest side fits a viewer's overview tile.
 _TOP_SIDE = 256
 # Chunk side used when the labels' Dask chunks are irregular.
@@ -541,8 +544,17 @@ def _is_foreign(root: Path) -> bool:
     if (root / "zarr.json").exists():
         return False
     with os.scandir(root) as entries:
-        foreign = any(e.name != _LOCK_NAME for e in entries)
+        foreign = any(not _is_ours(e.name) for e in entries)
     return foreign and not (root / "zarr.json").exists()
+
+
+def _is_ours(entry: str) -> bool:
+    """Whether a root entry is our lock or a zarr write in flight.
+
+    Zarr's LocalStore writes ``zarr.json`` as ``zarr.<uuid>.partial`` and renames it, so a
+    writer creating the store shows that file, without ``zarr.json``, for a moment.
+    """
+    return entry == _LOCK_NAME or _PARTIAL.fullmatch(entry) is not None
 
 
 @contextlib.contextmanager
