@@ -40,7 +40,13 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP)
+# The benchmarks' peers (dask-ml, OpenCV) are only needed here.
+BENCH_STAMP := $(VENV)/.kmdist-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,plot,bench]' -c deploy/requirements.txt
+	@touch $@
+
+bench: $(BENCH_STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

@@ -21,6 +21,7 @@ import numpy.typing as npt
 from dask.base import compute
 from dask.delayed import Delayed, delayed
 
+from ._kernels import hamerly_step
 from ._lloyd import (
     F64,
     FloatArray,
@@ -124,29 +125,9 @@ class _Bounds:
 
     def move(self, X: FloatArray, centers: F64) -> None:
         """Update for new centres; re-search only samples the bounds cannot settle."""
-        shift = np.sqrt(((centers - self.centers) ** 2).sum(axis=1))
+        if self.k > 1:  # one centre: every label is 0, and the lower bound is infinite
+            hamerly_step(self, X, centers)
         self.centers = centers.copy()
-        if self.k == 1:
-            return  # one centre: every label is 0, and the lower bound is infinite
-        self.upper += shift[self.labels]
-        self.lower -= shift.max()
-        # The margin covers the round-off of the |x|^2 - 2 x.c + |c|^2 distances, so a
-        # skipped sample's label is exactly what a full search would find.
-        scale = float(np.sqrt((centers**2).sum(axis=1)).max())
-        margin = 1e-7 * (self.upper + self.lower + scale) + 1e-12
-        todo = np.flatnonzero(self.upper >= self.lower - margin)
-        if todo.size == 0:
-            return
-        labels, first, second = two_nearest(X[todo], centers)
-        old = self.labels[todo]
-        changed = labels != old
-        if changed.any():
-            moved = todo[changed]
-            self._add(moved, old[changed], -1.0)
-            self._add(moved, labels[changed], 1.0)
-        self.labels[todo] = labels
-        self.upper[todo] = np.sqrt(first)
-        self.lower[todo] = np.sqrt(second)
 
     def stats(self) -> F64:
         """Packed (k, d + 2) statistics; inertia from the moments, sum w|x - c|^2."""
