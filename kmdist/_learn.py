@@ -148,13 +148,18 @@ def palette_from_histogram(
     if isinstance(init, str):
         seeding: Literal["k-means++", "random"] = "random" if init == "random" else "k-means++"
         # Seeding and restarts run on a coarse histogram (4 bits a channel, each bin at
-        # its pixels' mean colour) where they are cheap; Lloyd on every distinct colour
-        # then starts from the best restart, so it needs few full-size iterations.
+        # its pixels' mean colour) where they are cheap. The best restart is refined on
+        # a 6-bit histogram, then on every distinct colour: each stage starts close to
+        # its optimum, so the expensive stages need few iterations (china.jpg, k=16:
+        # 134 full-size iterations straight from 4 bits, 86 via 6 bits, 0.076 -> 0.052 s).
         coarse = _coarse_rows(rows, hist.codes, bits=4)
         if coarse.n_samples >= k and coarse.n_samples < rows.n_samples:
             seeds = seed_centers(coarse, k, seeding, n_init, rng, coarse.n_samples)
             first = lloyd(coarse, seeds, max_iter=max_iter, tol=tol_abs, eps=eps)
             centers = first.centers[[int(np.argmin(first.inertia))]]
+            middle = _coarse_rows(rows, hist.codes, bits=6)
+            if middle.n_samples < rows.n_samples // 2:
+                centers = lloyd(middle, centers, max_iter=max_iter, tol=tol_abs, eps=eps).centers
         else:
             centers = seed_centers(rows, k, seeding, n_init, rng, rows.n_samples)
     else:

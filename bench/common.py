@@ -1,0 +1,185 @@
+"""Shared pieces of the benchmarks: timing, process measurement, inertia, machine facts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PACKAGES = (
+    "numpy",
+    "numba",
+    "dask",
+    "distributed",
+    "zarr",
+    "scikit-learn",
+    "dask-ml",
+    "opencv-python-headless",
+    "pillow",
+    "prefect",
+)
+
+
+@dataclass
+class Row:
+    """One measured method in one benchmark case."""
+
+    case: str
+    method: str
+    seconds: float | None
+    inertia: float | None = None
+    peak_rss_gb: float | None = None
+    note: str = ""
+    runs: list[float] = field(default_factory=list)
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
+    """Median wall time of `repeats` calls of `fn`, every time, and the last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times, out
+
+
+def inertia(X: np.ndarray, centers: np.ndarray, labels: np.ndarray | None = None) -> float:
+    """Sum of squared distances of every row of `X` to its centre, in float64.
+
+    With `labels` the given assignment is scored; otherwise each row's nearest centre.
+    Every method of every benchmark is scored by this one function.
+    """
+    X = np.asarray(X, dtype=np.float64).reshape(-1, centers.shape[1])
+    centers = np.asarray(centers, dtype=np.float64)
+    total = 0.0
+    step = 1 << 16
+    for start in range(0, len(X), step):
+        x = X[start : start + step]
+        if labels is None:
+            d = ((x[:, None, :] - centers[None]) ** 2).sum(axis=2).min(axis=1)
+        else:
+            lab = np.asarray(labels).reshape(-1)[start : start + step]
+            d = ((x - centers[lab]) ** 2).sum(axis=1)
+        total += float(d.sum())
+    return total
+
+
+@dataclass
+class Measured:
+    """A finished process: wall time, exit code, peak memory of its process tree."""
+
+    seconds: float
+    returncode: int | None
+    peak_rss_gb: float
+    peak_client_gb: float
+    output: str
+    capped: bool = False
+
+
+def run_measured(cmd: Sequence[str], *, timeout: float | None = None) -> Measured:
+    """Run `cmd` as its own process; sample the RSS of it and its children every 0.2 s.
+
+    After `timeout` seconds the whole process tree is killed and the run is marked
+    capped (its time is then a lower bound).
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    root = psutil.Process(proc.pid)
+    peak_total = peak_client = 0
+    capped = False
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        rss = []
+        for p in procs:
+            try:
+                rss.append(p.memory_info().rss)
+            except psutil.NoSuchProcess:
+                rss.append(0)
+        if rss:
+            peak_total, peak_client = max(peak_total, sum(rss)), max(peak_client, rss[0])
+        if timeout is not None and time.perf_counter() - t0 > timeout:
+            capped = True
+            for p in reversed(procs):
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            proc.wait()
+            break
+        time.sleep(0.2)
+    out = proc.stdout.read() if proc.stdout else ""
+    return Measured(
+        seconds=time.perf_counter() - t0,
+        returncode=proc.returncode,
+        peak_rss_gb=peak_total / 2**30,
+        peak_client_gb=peak_client / 2**30,
+        output=out,
+        capped=capped,
+    )
+
+
+def check_ok(m: Measured, what: str) -> None:
+    """Fail loudly when a measured process failed (a capped run is not a failure)."""
+    if not m.capped and m.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {m.returncode}):\n{m.output[-3000:]}")
+
+
+def machine() -> dict[str, Any]:
+    """The facts a reader needs to weigh absolute times: CPU, memory, versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def save(name: str, payload: dict[str, Any], out_dir: Path = RESULTS) -> Path:
+    """Write one benchmark's results as JSON (the report is rendered from these)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    rows = payload.get("rows", [])
+    payload = {**payload, "rows": [asdict(r) if isinstance(r, Row) else r for r in rows]}
+    path.write_text(json.dumps(payload, indent=1) + "\n")
+    return path
+
+
+def python() -> str:
+    """The interpreter running the benchmarks (the project's .venv under `make bench`)."""
+    return sys.executable
