@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -120,10 +121,8 @@ def run_measured(cmd: Sequence[str], *, timeout: float | None = None) -> Measure
         if timeout is not None and time.perf_counter() - t0 > timeout:
             capped = True
             for p in reversed(procs):
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
-                except psutil.NoSuchProcess:
-                    pass
             proc.wait()
             break
         time.sleep(0.2)

@@ -108,7 +108,7 @@ def run(quick: bool) -> dict[str, Any]:
         for label, fit in methods(k).items():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # convergence chatter from the peers
-                seconds, runs, centers = median_time(lambda fit=fit: fit(img), repeats)
+                seconds, runs, centers = median_time(lambda fit=fit, img=img: fit(img), repeats)
             row = Row(f"{name} k={k}", label, seconds, inertia(img, centers), runs=runs)
             rows.append(row)
             print(f"{row.case:<16}{label:<32}{seconds:>8.3f} s{row.inertia:>14.5g}", flush=True)
