@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -43,6 +43,8 @@ ColorSpace = Literal["rgb", "lab"]
 
 # Concurrent image tasks in the flow process; each one's array work runs on the cluster.
 IMAGE_CONCURRENCY = 4
+# Small images per Prefect task (see `_small_images`).
+SMALL_BATCH = 64
 
 
 def _retry_io_only(task: Any, task_run: Any, state: State) -> bool:
@@ -115,6 +117,20 @@ def assign_and_write(
     return {"shape": list(image.shape), "write_seconds": round(time.perf_counter() - t0, 2)}
 
 
+@task(name="small-images", task_run_name="small-images-{refs[0].name}", **IO_RETRIES)
+def small_images(
+    refs: Sequence[ImageRef], output: str, opts: SegmentOptions, overwrite: bool
+) -> list[tuple[ImageRef, kmdist.ImageResult | None]]:
+    """Segment a batch of images whole in memory on the workers; None: too large for it."""
+    from distributed import default_client
+
+    # After a retry, images a failed attempt already completed are skipped, not redone.
+    on_exists: kmdist.OnExists = "overwrite" if overwrite else "skip"
+    return list(
+        kmdist.small_batches_on_cluster(default_client(), refs, output, opts, on_exists=on_exists)
+    )
+
+
 @task(name="preview", task_run_name="preview-{ref.name}", **IO_RETRIES)
 def preview(ref: ImageRef, output: str, preview_dir: str, opts: SegmentOptions) -> str:
     """PNG preview from the stored labels (no second labelling)."""
@@ -165,6 +181,14 @@ def _run(
         )
         finished = len(refs) - len(todo)
 
+        def advance() -> None:
+            nonlocal finished
+            finished += 1
+            update_progress_artifact(progress, 100.0 * finished / max(1, len(refs)))
+
+        if not shared and not preview_dir and len(todo) > 1:
+            todo = _small_images(todo, output, opts, overwrite, rows, log, advance)
+
         palettes: dict[str, Palette] = {}
         t_pal = time.perf_counter()
         if shared and todo:
@@ -208,8 +232,7 @@ def _run(
             else:
                 row.update(status="failed", error=error)
                 log.error("%s (%s) failed: %s", ref.name, ref.source, row["error"])
-            finished += 1
-            update_progress_artifact(progress, 100.0 * finished / max(1, len(refs)))
+            advance()
         update_progress_artifact(progress, 100.0)
     summary = list(rows.values())
     create_table_artifact(
@@ -227,6 +250,57 @@ def _run(
         # The per-image summary stays in the table artifact.
         return Failed(message=f"{len(failed)} of {len(summary)} images failed: {names}")
     return Completed(message=f"{len(summary)} image(s) segmented", data=summary)
+
+
+def _small_images(
+    todo: list[ImageRef],
+    output: str,
+    opts: SegmentOptions,
+    overwrite: bool,
+    rows: dict[str, dict[str, Any]],
+    log: Any,
+    advance: Callable[[], None],
+) -> list[ImageRef]:
+    """Run the small images in batched tasks; return the images left to the chunked path.
+
+    Prefect's cost per task run (state changes through its API) outweighs the work of
+    segmenting a thumbnail, so an archive of small images runs SMALL_BATCH images per
+    task instead of two tasks per image.
+    """
+    batches = [todo[i : i + SMALL_BATCH] for i in range(0, len(todo), SMALL_BATCH)]
+    futures = {small_images.submit(b, output, opts, overwrite): b for b in batches}
+    large: list[ImageRef] = []
+    for future in as_completed(list(futures)):
+        try:
+            outcomes = future.result()
+        except Exception as exc:  # the batch task failed after its retries
+            outcomes = [
+                (r, kmdist.ImageResult(r.name, r.source, "failed", error=str(exc)))
+                for r in futures[future]
+            ]
+        for ref, res in outcomes:
+            if res is None:
+                large.append(ref)
+                continue
+            row = rows[ref.name]
+            if res.ok and res.palette is not None:
+                pal = res.palette
+                row.update(
+                    status="done" if res.status == "done" else "skipped (complete)",
+                    k=pal.k,
+                    inertia=round(pal.inertia, 6),
+                    palette=" ".join(pal.hex_colors()),
+                    size="x".join(map(str, res.shape or ())),
+                    seconds=round(res.seconds, 2),
+                )
+                log.info("%s: %s, %d colours in %.2f s", ref.name, row["size"], pal.k, res.seconds)
+            elif res.ok:
+                row.update(status="skipped (complete)")
+            else:
+                row.update(status="failed", error=res.error)
+                log.error("%s (%s) failed: %s", ref.name, ref.source, res.error)
+            advance()
+    return large
 
 
 def _shared_palettes(

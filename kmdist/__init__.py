@@ -14,8 +14,9 @@ from ._kmeans import KMeans, MiniBatchKMeans
 from ._learn import FewerColorsWarning, check_n_colors, learn_palette, palette_from_histogram
 from ._lloyd import kmeans_plusplus
 from ._palette import Palette, PaletteError
-from ._pipeline import ImageResult, SegmentOptions, segment_batch
+from ._pipeline import ImageResult, OnExists, SegmentOptions, segment_batch
 from ._preview import write_preview
+from ._small import SMALL_PIXELS, small_batches_on_cluster
 from ._store import (
     OutputError,
     OutputExistsError,
@@ -33,6 +34,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "SMALL_PIXELS",
     "ColorHistogram",
     "ConvergenceWarning",
     "FewerColorsWarning",
@@ -42,6 +44,7 @@ __all__ = [
     "KMeans",
     "MiniBatchKMeans",
     "NotFittedError",
+    "OnExists",
     "OutputError",
     "OutputExistsError",
     "Palette",
@@ -65,6 +68,7 @@ __all__ = [
     "recolor",
     "segment",
     "segment_batch",
+    "small_batches_on_cluster",
     "write_preview",
     "write_segmentation",
 ]

@@ -18,7 +18,7 @@ from ._color import to_clustering_space
 from ._lloyd import nearest
 from ._palette import Palette
 
-__all__ = ["build_lut", "label_dtype", "pack_rgb8", "recolor", "segment"]
+__all__ = ["assign_pixels", "build_lut", "label_dtype", "pack_rgb8", "recolor", "segment"]
 
 _LUT_SLAB = 1 << 20
 _LUT_MIN_PIXELS = 1 << 22
@@ -152,6 +152,25 @@ def segment(image: da.Array, palette: Palette, *, lut: npt.NDArray[Any] | None =
         dtype=dtype,
         meta=meta,
     )
+
+
+def assign_pixels(
+    pixels: npt.NDArray[Any], palette: Palette, lut: npt.NDArray[Any] | None = None
+) -> npt.NDArray[Any]:
+    """Label the pixels of an in-memory image (y, x, c) now; `segment` for NumPy input.
+
+    With `lut` (8-bit RGB) each pixel is one table lookup; otherwise a nearest-colour
+    search, which on a small image costs less than building a table.
+    """
+    if pixels.ndim != 3 or pixels.shape[2] != palette.channels:
+        raise ValueError(
+            f"image of shape {pixels.shape} does not match a {palette.channels}-channel palette"
+        )
+    dtype = label_dtype(palette.k)
+    if lut is not None and pixels.dtype == np.uint8 and palette.channels == 3:
+        return np.asarray(_lut_kernel(pixels, lut), dtype=dtype)
+    centers = _centers_in_space(palette)
+    return _nearest_kernel(pixels, centers, palette.color_space, str(pixels.dtype), dtype.name)
 
 
 def recolor(labels: da.Array, palette: Palette) -> da.Array:

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import dask.array as da
 import numpy.typing as npt
 
-from ._assign import build_lut, segment
-from ._histogram import ColorHistogram, histogram_graph, is_rgb8, merge_histograms
-from ._io import DEFAULT_MAX_PIXELS, ImageRef
-from ._learn import learn_palette, palette_from_histogram
-from ._palette import ColorSpace, Palette
+from ._assign import segment
+from ._histogram import ColorHistogram, histogram_graph, merge_histograms
+from ._inputs import ImageRef
+from ._learn import learn_palette
+from ._palette import Palette
 from ._preview import write_preview
+from ._small import small_batches_on_cluster
+from ._steps import ImageResult, OnExists, SegmentOptions, exact_palette_and_lut, named
 from ._store import is_complete, open_segmentation, write_segmentation
 
 __all__ = [
@@ -32,71 +33,6 @@ __all__ = [
     "segment_one",
     "shared_palette",
 ]
-
-OnExists = Literal["error", "skip", "overwrite"]
-
-
-@dataclass(frozen=True)
-class SegmentOptions:
-    """How to learn and assign colours; the same for every image of a batch."""
-
-    n_colors: int = 16
-    method: Literal["auto", "exact", "minibatch"] = "auto"
-    color_space: ColorSpace = "rgb"
-    random_state: int | None = 0
-    init: Literal["k-means++", "random"] = "k-means++"
-    n_init: int = 3
-    max_iter: int | None = None
-    tol: float = 0.0
-    eps: float | None = None
-    chunks: int | tuple[int, int] | None = None
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def uses_histogram(self, image: da.Array) -> bool:
-        """Whether `image` takes the exact path: 8-bit RGB, unless mini-batch is asked for."""
-        return is_rgb8(image) and self.method != "minibatch"
-
-    def palette_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `learn_palette` / `palette_from_histogram`."""
-        kw: dict[str, Any] = {
-            "color_space": self.color_space,
-            "random_state": self.random_state,
-            "init": self.init,
-            "n_init": self.n_init,
-            "tol": self.tol,
-            "eps": self.eps,
-        }
-        if self.max_iter is not None:
-            kw["max_iter"] = self.max_iter
-        return kw
-
-
-@dataclass
-class ImageResult:
-    """What happened to one image."""
-
-    name: str
-    source: str
-    status: Literal["done", "skipped", "failed"]
-    shape: tuple[int, ...] | None = None
-    palette: Palette | None = None
-    seconds: float = 0.0
-    error: str | None = None
-    preview: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """Done or skipped (complete from an earlier run)."""
-        return self.status != "failed"
-
-
-def _exact_palette_and_lut(
-    hist: ColorHistogram, opts: SegmentOptions
-) -> tuple[Palette, npt.NDArray[Any]]:
-    palette = palette_from_histogram(hist, opts.n_colors, **opts.palette_kwargs())
-    # Only the colours present need entries: the image's pixels are exactly those.
-    return palette, build_lut(palette, hist.codes)
 
 
 def segment_one(
@@ -122,7 +58,7 @@ def segment_one(
         if palette is None:
             if opts.uses_histogram(image):
                 (hist,) = _compute(histogram_graph(image))
-                palette, lut = _exact_palette_and_lut(hist, opts)
+                palette, lut = exact_palette_and_lut(hist, opts)
             else:
                 palette = learn_palette(
                     image, opts.n_colors, method=opts.method, **opts.palette_kwargs()
@@ -153,14 +89,8 @@ def segment_one(
         )
     except (ValueError, OSError) as exc:  # ImageReadError, OutputError, bad parameters
         return ImageResult(
-            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=_named(ref, exc)
+            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=named(ref, exc)
         )
-
-
-def _named(ref: ImageRef, exc: BaseException) -> str:
-    """Return the error message, naming the image's source unless it already does."""
-    message = str(exc)
-    return message if ref.source in message else f"{ref.source}: {message}"
 
 
 def _compute(*graphs: Any) -> tuple[Any, ...]:
@@ -200,11 +130,11 @@ def shared_palette(
             images.append(image)
             good.append(ref)
         except (ValueError, OSError) as exc:
-            failed.append(ImageResult(ref.name, ref.source, "failed", error=_named(ref, exc)))
+            failed.append(ImageResult(ref.name, ref.source, "failed", error=named(ref, exc)))
     if not good:
         return None, None, good, failed
     if len(hists) == len(images):
-        palette, lut = _exact_palette_and_lut(merge_histograms(*hists), opts)
+        palette, lut = exact_palette_and_lut(merge_histograms(*hists), opts)
         return palette, lut, good, failed
     pal = learn_palette(images, opts.n_colors, method=opts.method, **opts.palette_kwargs())
     return pal, None, good, failed
@@ -243,6 +173,21 @@ def segment_batch(
             results.append(res)
             if report is not None:
                 report(len(results), len(refs), res)
+    client = _distributed_client()
+    if client is not None and preview_dir is None and len(todo) > 1:
+        # Many images on a cluster: small ones whole in memory, a batch per task, in
+        # parallel on the workers; larger ones (None) stay on the chunked path below.
+        large: list[ImageRef] = []
+        for ref, small in small_batches_on_cluster(
+            client, todo, store, opts, palette=palette, lut=lut, on_exists=on_exists
+        ):
+            if small is None:
+                large.append(ref)
+                continue
+            results.append(small)
+            if report is not None:
+                report(len(results), len(refs), small)
+        todo = large
     for ref in todo:
         res = segment_one(
             ref,
@@ -256,4 +201,17 @@ def segment_batch(
         results.append(res)
         if report is not None:
             report(len(results), len(refs), res)
+    # Batches finish out of order; results follow the input order.
+    position = {r.name: i for i, r in enumerate(refs)}
+    results.sort(key=lambda r: position[r.name])
     return results
+
+
+def _distributed_client() -> Any:
+    """Return the active distributed Client, or None (then images run one by one)."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None

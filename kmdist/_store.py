@@ -34,6 +34,7 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 import zarr
 from dask.base import compute
 from zarr.codecs import BloscCodec
@@ -63,6 +64,8 @@ _PARTIAL = re.compile(r"[^/]+\.[0-9a-f]{32}\.partial")
 _TOP_SIDE = 256
 # Chunk side used when the labels' Dask chunks are irregular.
 _DEFAULT_CHUNK = 1024
+# Labels to write: a Dask array, or NumPy for a small image segmented in memory.
+Labels = da.Array | npt.NDArray[Any]
 # Arrays larger than this are sharded, so that small chunks do not become millions of files.
 _SHARD_ABOVE = 64 * 2**20
 # Largest shard, which is also the largest block one write task holds.
@@ -82,6 +85,7 @@ _RESERVED_KEYS = frozenset(
         "source",
         "version",
         "writer",
+        "claimed",
         "complete",
     }
 )
@@ -319,7 +323,7 @@ def _group_names(group: zarr.Group) -> list[str]:
 def write_segmentation(
     store: str | os.PathLike[str],
     name: str,
-    labels: da.Array,
+    labels: Labels,
     palette: Palette,
     *,
     source: str = "",
@@ -330,8 +334,9 @@ def write_segmentation(
     """Write labels, their recoloured image and lower-resolution levels as OME-Zarr 0.5.
 
     Every level of both pyramids is written by one Dask computation, chunk by chunk on
-    the workers (a distributed Client is used when one is active). The ``complete``
-    marker is set only after all of it has been written.
+    the workers (a distributed Client is used when one is active); NumPy labels (a
+    small image segmented in memory) are written directly by this process. The
+    ``complete`` marker is set only after all of it has been written.
 
     Parameters
     ----------
@@ -339,7 +344,7 @@ def write_segmentation(
         Output store, a local directory; created when missing.
     name : str
         Group name for this image: no ``/``, not empty, not starting with ``.`` or ``__``.
-    labels : dask.array.Array of shape (y, x)
+    labels : dask.array.Array or ndarray of shape (y, x)
         Labels from ``0`` to ``palette.k - 1``; stored as uint8 (k <= 256) or uint16.
     palette : Palette
         The colours that the labels index.
@@ -383,13 +388,15 @@ def write_segmentation(
     block = _kmdist_block(palette, source, extra)
     _prepare_root(root)
     chunk = _chunk_shape(labels)
-    if labels.chunks != da.core.normalize_chunks(chunk, labels.shape):
+    if isinstance(labels, da.Array) and labels.chunks != da.core.normalize_chunks(
+        chunk, labels.shape
+    ):
         labels = labels.rechunk(chunk)
     # Clearing and claiming the group is atomic between runs; writing is not locked.
     with _root_lock(root):
         _clear_previous(root, name, overwrite)
         image_group, seg_group = _create_groups(root, name, palette, len(shapes), block)
-    sources: list[da.Array] = []
+    sources: list[Any] = []
     targets: list[Any] = []
     level = labels
     for i in range(len(shapes)):
@@ -398,10 +405,20 @@ def write_segmentation(
         sources_i, targets_i = _level_writes(image_group, seg_group, str(i), level, palette, chunk)
         sources += sources_i
         targets += targets_i
-    # One graph for every level, so each label block is computed once and shared.
-    compute(da.store(sources, targets, lock=False, compute=False))
+    released = {k: v for k, v in block.items() if k != "claimed"}
+    try:
+        if isinstance(labels, np.ndarray):
+            for source, target in zip(sources, targets, strict=True):
+                target[...] = source
+        else:
+            # One graph for every level, so each label block is computed once and shared.
+            compute(da.store(sources, targets, lock=False, compute=False))
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the error below matters more
+            seg_group.update_attributes({"kmdist": released})
+        raise
 
-    seg_group.update_attributes({"kmdist": {**block, "complete": True}})
+    seg_group.update_attributes({"kmdist": {**released, "complete": True}})
     _register(root, name)
 
 
@@ -431,9 +448,9 @@ def _check_name(name: str) -> None:
         )
 
 
-def _check_labels(labels: da.Array, palette: Palette) -> da.Array:
-    if not isinstance(labels, da.Array):
-        raise ValueError(f"labels must be a dask array, got {type(labels).__name__}")
+def _check_labels(labels: Labels, palette: Palette) -> Labels:
+    if not isinstance(labels, (da.Array, np.ndarray)):
+        raise ValueError(f"labels must be a Dask or NumPy array, got {type(labels).__name__}")
     if labels.ndim != 2:
         raise ValueError(f"labels must have shape (y, x), got {labels.shape}")
     if any(math.isnan(s) for s in labels.shape) or 0 in labels.shape:
@@ -495,12 +512,15 @@ def _kmdist_block(palette: Palette, source: str, extra: Mapping[str, Any] | None
         "source": str(source),
         "version": kmdist_version,
         **extra,
-        # Who is writing: a second run on this machine refuses while this one lives.
+        # Who wrote it. While "claimed", a second run on this machine refuses while
+        # that process lives; the claim ends when the write completes or fails, so a
+        # long-lived Dask worker that wrote an image does not hold it afterwards.
         "writer": {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": _process_start(os.getpid()),
         },
+        "claimed": True,
         "complete": False,
     }
 
@@ -624,7 +644,7 @@ def _live_writer(block: Mapping[str, Any] | None) -> int | None:
     time), by this process, or from another host (whose processes cannot be checked from
     here) does not hold.
     """
-    if block is None or block.get("complete") is True:
+    if block is None or block.get("complete") is True or block.get("claimed") is not True:
         return None
     writer = block.get("writer")
     if not isinstance(writer, dict) or writer.get("host") != socket.gethostname():
@@ -654,8 +674,10 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _chunk_shape(labels: da.Array) -> tuple[int, int]:
+def _chunk_shape(labels: Labels) -> tuple[int, int]:
     """Choose the Zarr chunk: the labels' own when regular, else 1024 x 1024 (clipped)."""
+    if isinstance(labels, np.ndarray):
+        return (min(_DEFAULT_CHUNK, labels.shape[0]), min(_DEFAULT_CHUNK, labels.shape[1]))
     regular = all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in labels.chunks)
     if regular:
         return (int(labels.chunks[0][0]), int(labels.chunks[1][0]))
@@ -685,11 +707,11 @@ def _level_writes(
     image_group: zarr.Group,
     seg_group: zarr.Group,
     path: str,
-    labels: da.Array,
+    labels: Labels,
     palette: Palette,
     chunk: tuple[int, int],
-) -> tuple[list[da.Array], list[Any]]:
-    """Create one level's two arrays; return the Dask sources and their targets.
+) -> tuple[list[Any], list[Any]]:
+    """Create one level's two arrays; return the sources (Dask or NumPy) and targets.
 
     Each source is rechunked to the target's shard shape (or chunk shape when not
     sharded), starting at 0: every write task then fills whole shards that no other
@@ -722,6 +744,9 @@ def _level_writes(
         fill_value=0,
         dimension_names=("c", "y", "x"),
     )
+    if isinstance(labels, np.ndarray):
+        colors = palette.colors_as()
+        return [labels, np.moveaxis(colors[labels], 2, 0)], [label_array, image_array]
     label_source = labels.rechunk(label_shard or chunk)
     image_labels = labels.rechunk(image_shard or chunk)
     image_source = recolor(image_labels, palette).transpose(2, 0, 1)
@@ -811,8 +836,9 @@ def _register(root: Path, name: str) -> None:
     """Add `name` to the root's image list, pruning names whose groups are gone."""
     with _root_lock(root):
         group = zarr.open_group(str(root), mode="r+")
-        present = set(_group_names(group))
         attrs: Any = group.attrs.asdict()
         listed = attrs.get("kmdist", {}).get("images", [])
-        images = sorted((set(listed) | {name}) & present)
+        # A stat per listed name, not a listing of the store's groups: that reads every
+        # member's metadata, which made writing N images O(N^2) reads.
+        images = sorted(n for n in set(listed) | {name} if (root / n / "zarr.json").is_file())
         group.update_attributes({"kmdist": {**attrs.get("kmdist", {}), "images": images}})

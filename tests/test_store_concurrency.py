@@ -13,7 +13,7 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from kmdist import OutputError, Palette, is_complete, open_segmentation, write_segmentation
+from kmdist import OutputError, Palette, _store, is_complete, open_segmentation, write_segmentation
 
 WRITER = textwrap.dedent(
     """
@@ -84,7 +84,37 @@ def test_claim_of_a_dead_writer_does_not_hold(tmp_path):
     )
     group = zarr.open_group(str(store / "photo" / "labels" / "segmentation"), mode="r+")
     block = dict(group.attrs["kmdist"])
-    block.update(complete=False, writer={**block["writer"], "pid": int(dead.stdout)})
+    block.update(complete=False, claimed=True, writer={**block["writer"], "pid": int(dead.stdout)})
     group.attrs["kmdist"] = block  # as a crashed run leaves it
     write_segmentation(store, "photo", labels, palette)  # no overwrite needed: incomplete
     assert is_complete(store, "photo")
+
+
+@pytest.mark.parametrize("claimed", [True, False])
+def test_only_a_live_claim_holds(tmp_path, claimed):
+    # A Dask worker that wrote an image lives on after the write. Its claim ended when
+    # the write completed (or failed), so a later run redoes the image if it is found
+    # incomplete; a claim still held by a live process is refused.
+    store = tmp_path / "out.zarr"
+    palette = Palette(np.array([[1, 2, 3], [4, 5, 6]]), np.array([2, 1]), 0.0)
+    labels = da.from_array(np.array([[0, 1], [1, 0]], dtype=np.uint8))
+    write_segmentation(store, "photo", labels, palette)
+    group = zarr.open_group(str(store / "photo" / "labels" / "segmentation"), mode="r+")
+    assert "claimed" not in group.attrs["kmdist"]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        block = dict(group.attrs["kmdist"])
+        writer = {**block["writer"], "pid": live.pid, "started": _store._process_start(live.pid)}
+        block.update(complete=False, writer=writer)
+        if claimed:
+            block["claimed"] = True
+        group.attrs["kmdist"] = block
+        if claimed:
+            with pytest.raises(OutputError, match=rf"process {live.pid}"):
+                write_segmentation(store, "photo", labels, palette)
+        else:
+            write_segmentation(store, "photo", labels, palette)
+            assert is_complete(store, "photo")
+    finally:
+        live.kill()
+        live.wait()

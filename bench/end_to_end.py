@@ -1,0 +1,129 @@
+"""Targets 2 and 4: a large photo-like image end to end, every method as a whole process.
+
+Builds (once, cached in the work folder) a SIDE x SIDE 8-bit RGB image from rescaled
+crops of the sample photos with mild noise, stored as Zarr with 1024 x 1024 chunks
+(`gigapixel.make_image`). Then runs, each as its own process with start-up included:
+
+- ``kmdist segment -k 16`` on a 2-worker LocalCluster (and on a 1-worker one: target 4);
+- scikit-learn's colour-quantisation recipe scaled up (KMeans(16) on a 1% sample);
+- the seed's path (MiniBatchKMeans(16) on every pixel) and dask-ml KMeans(16), each
+  capped (killed after ``--cap`` seconds and reported as capped);
+- the I/O floor: Dask doing kmdist's reads and level-0 writes with no computation.
+
+Every method is scored by inertia over all pixels (`common.inertia`) from its own
+labels and float palette. Usage: ``python bench/end_to_end.py [--side 8192] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from common import Measured, Row, check_ok, machine, python, run_measured, save
+from gigapixel import make_image
+
+RECIPES = Path(__file__).with_name("recipes.py")
+
+
+def labelled_inertia(src: Path, labels: da.Array, centers: np.ndarray) -> float:
+    """Inertia over every pixel of the labelled image, chunk by chunk, in float64."""
+    img = da.from_zarr(str(src))
+    centers = np.asarray(centers, dtype=np.float64)
+
+    def block(x: np.ndarray, lab: np.ndarray) -> np.ndarray:
+        diff = x.astype(np.float64) - centers[lab[..., 0]]
+        return np.array([[(diff**2).sum()]])
+
+    parts = da.map_blocks(
+        block,
+        img,
+        labels.rechunk(img.chunks[:2])[..., None],
+        drop_axis=2,
+        chunks=(1, 1),
+        dtype=np.float64,
+    )
+    return float(parts.sum().compute(scheduler="threads", num_workers=2))
+
+
+def _kmdist(src: Path, out: Path, workers: int) -> tuple[Measured, float]:
+    import kmdist
+
+    shutil.rmtree(out, ignore_errors=True)
+    m = run_measured(
+        [
+            python(),
+            "-m",
+            "kmdist.cli",
+            "segment",
+            str(src),
+            "-k",
+            "16",
+            "-o",
+            str(out),
+            "--overwrite",
+            "--workers",
+            str(workers),
+        ]
+    )
+    check_ok(m, f"kmdist segment --workers {workers}")
+    (info,) = kmdist.list_segmentations(out)
+    seg = kmdist.open_segmentation(out, info.name)
+    return m, labelled_inertia(src, seg.labels, seg.palette.colors)
+
+
+def _recipe(name: str, src: Path, out: Path, cap: float | None) -> tuple[Measured, float | None]:
+    shutil.rmtree(out, ignore_errors=True)
+    m = run_measured([python(), str(RECIPES), name, str(src), str(out)], timeout=cap)
+    check_ok(m, name)
+    if m.capped or name == "io-floor":
+        return m, None
+    centers = json.loads(m.output.strip().splitlines()[-1])["centers"]
+    return m, labelled_inertia(src, da.from_zarr(str(out / "labels")), np.asarray(centers))
+
+
+def run(side: int, work: Path, cap: float, scaling: bool) -> dict[str, Any]:
+    """Measure every method on the SIDE x SIDE image."""
+    src = work / f"photo-{side}.zarr"
+    make_image(src, side)
+    case = f"{side * side / 1e6:.0f} MP image"
+    rows: list[Row] = []
+
+    def add(method: str, m: Measured, inertia: float | None) -> None:
+        note = f"capped: killed after {cap:.0f} s" if m.capped else ""
+        rows.append(Row(case, method, m.seconds, inertia, m.peak_rss_gb, note))
+        print(
+            f"{method:<34}{m.seconds:>8.1f} s {m.peak_rss_gb:5.2f} GB {inertia} {note}", flush=True
+        )
+
+    add("kmdist segment (2 workers)", *_kmdist(src, work / "e2e-kmdist.zarr", 2))
+    add("I/O floor (Dask, 2 workers)", *_recipe("io-floor", src, work / "e2e-floor.zarr", None))
+    add("sklearn KMeans(16) on 1% sample", *_recipe("sklearn-sample", src, work / "e2e-sk", None))
+    if scaling:
+        add("kmdist segment (1 worker)", *_kmdist(src, work / "e2e-kmdist1.zarr", 1))
+    add(
+        "sklearn MiniBatchKMeans(16), all pixels",
+        *_recipe("sklearn-minibatch", src, work / "e2e-mbk", cap),
+    )
+    add("dask-ml KMeans(16) (2 workers)", *_recipe("dask-ml", src, work / "e2e-daskml", cap))
+    return {"machine": machine(), "side": side, "cap_seconds": cap, "rows": rows}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--side", type=int, default=8192)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/kmdist-bench"))
+    parser.add_argument("--cap", type=float, default=900.0, help="seconds for capped peers")
+    parser.add_argument("--quick", action="store_true", help="2048 x 2048, 60 s caps")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    side, cap = (2048, 60.0) if args.quick else (args.side, args.cap)
+    save("end_to_end-quick" if args.quick else "end_to_end", run(side, args.work, cap, True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The peers' recipes as standalone programs, so each runs as its own measured process.
+
+Subcommands (each reads an 8-bit RGB image or folder and writes its outputs):
+
+- ``sklearn-loop FOLDER OUT``: the seed's per-image loop over PNGs: MiniBatchKMeans(16)
+  fit, predict, recoloured PNG written.
+- ``sklearn-sample ZARR OUT``: scikit-learn's colour-quantisation recipe scaled up:
+  KMeans(16) fitted on a 1% random sample of pixels, every pixel predicted, labels and
+  recoloured image written to Zarr (1024 x 1024 chunks).
+- ``sklearn-minibatch ZARR OUT``: the seed's path: MiniBatchKMeans(16).fit on every
+  pixel, predict, write.
+- ``dask-ml ZARR OUT``: dask-ml KMeans(16) on the chunked pixels on a 2-worker
+  LocalCluster, predict, write.
+- ``io-floor ZARR OUT``: no k-means at all: Dask reads the input twice and writes arrays
+  shaped, chunked and compressed like kmdist's labels and recoloured level 0.
+
+The Zarr recipes print one JSON line with the palette (float centres), so the benchmark
+scores every method the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+K = 16
+CHUNK = 1024
+
+
+def sklearn_loop(folder: Path, out: Path) -> None:
+    import imageio.v3 as iio
+    from sklearn.cluster import MiniBatchKMeans
+
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(folder.glob("*.png")):
+        img = iio.imread(path)
+        X = img.reshape(-1, 3).astype(np.float64) / 255
+        km = MiniBatchKMeans(K, random_state=0).fit(X)
+        labels = km.predict(X)
+        recoloured = np.rint(km.cluster_centers_[labels] * 255).astype(np.uint8)
+        iio.imwrite(out / path.name, recoloured.reshape(img.shape))
+
+
+def _write_zarr(out: Path, labels: np.ndarray, recoloured: np.ndarray) -> None:
+    import zarr
+
+    group = zarr.open_group(str(out), mode="w")
+    for name, data in (("labels", labels), ("recoloured", recoloured)):
+        chunks = (CHUNK, CHUNK, *data.shape[2:])
+        array = group.create_array(name, shape=data.shape, chunks=chunks, dtype=data.dtype)
+        array[...] = data
+
+
+def _in_memory(src: Path, out: Path, fit: str) -> list[list[float]]:
+    import zarr
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    img = zarr.open_array(str(src), mode="r")[...]
+    X = img.reshape(-1, 3).astype(np.float64) / 255
+    if fit == "sample":
+        rng = np.random.default_rng(0)
+        sample = X[rng.choice(len(X), size=len(X) // 100, replace=False)]
+        km = KMeans(K, random_state=0).fit(sample)
+    else:
+        km = MiniBatchKMeans(K, random_state=0).fit(X)
+    labels = km.predict(X).astype(np.uint8).reshape(img.shape[:2])
+    del X
+    centers = km.cluster_centers_ * 255
+    recoloured = np.rint(centers[labels]).astype(np.uint8)
+    _write_zarr(out, labels, recoloured)
+    return centers.tolist()
+
+
+def _dask_ml(src: Path, out: Path) -> list[list[float]]:
+    import dask.array as da
+    from dask_ml.cluster import KMeans
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster):
+        img = da.from_zarr(str(src))
+        X = img.reshape(-1, 3).astype(np.float64) / 255
+        km = KMeans(n_clusters=K, random_state=0).fit(X)
+        labels = km.predict(X).astype(np.uint8).reshape(img.shape[:2]).rechunk(CHUNK)
+        centers = np.asarray(km.cluster_centers_) * 255
+        recoloured = da.map_blocks(
+            lambda b: np.rint(centers[b]).astype(np.uint8),
+            labels,
+            new_axis=2,
+            chunks=(*labels.chunks, (3,)),
+            dtype=np.uint8,
+        )
+        da.to_zarr(labels, str(out / "labels"), overwrite=True)
+        da.to_zarr(recoloured, str(out / "recoloured"), overwrite=True)
+    return centers.tolist()
+
+
+def _touch(block: np.ndarray) -> np.ndarray:
+    return np.zeros((1, 1, 1), dtype=np.uint8)
+
+
+def io_floor(src: Path, out: Path) -> None:
+    """kmdist's reads and level-0 writes with nothing computed in between."""
+    import dask.array as da
+    import zarr
+    from distributed import Client, LocalCluster
+
+    from kmdist import Palette
+    from kmdist._store import _level_writes
+
+    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster):
+        img = da.from_zarr(str(src))
+        # First read: what the histogram pass reads.
+        img.map_blocks(_touch, chunks=(1, 1, 1), dtype=np.uint8).compute()
+        # Second read, written as kmdist writes level 0: the first channel stands in
+        # for the labels (uint8 as for k <= 256) and the pixels for the recoloured image.
+        root = zarr.open_group(str(out), mode="w")
+        image_group = root.create_group("image")
+        seg_group = image_group.create_group("segmentation")
+        palette = Palette(colors=np.zeros((K, 3)), counts=np.ones(K, dtype=np.int64), inertia=0.0)
+        labels = img[..., 0]
+        _, targets = _level_writes(image_group, seg_group, "0", labels, palette, (CHUNK, CHUNK))
+        label_target, image_target = targets
+        sources = [
+            labels.rechunk(label_target.shards or label_target.chunks),
+            img.transpose(2, 0, 1).rechunk(image_target.shards or image_target.chunks),
+        ]
+        da.store(sources, targets, lock=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "recipe",
+        choices=["sklearn-loop", "sklearn-sample", "sklearn-minibatch", "dask-ml", "io-floor"],
+    )
+    parser.add_argument("src", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    centers = None
+    if args.recipe == "sklearn-loop":
+        sklearn_loop(args.src, args.out)
+    elif args.recipe == "sklearn-sample":
+        centers = _in_memory(args.src, args.out, "sample")
+    elif args.recipe == "sklearn-minibatch":
+        centers = _in_memory(args.src, args.out, "minibatch")
+    elif args.recipe == "dask-ml":
+        centers = _dask_ml(args.src, args.out)
+    else:
+        io_floor(args.src, args.out)
+    print(json.dumps({"centers": centers, "seconds": time.perf_counter() - t0}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Small images, segmented whole in memory, batches of them per task on the workers.
+
+An archive of thousands of thumbnails spends its time on per-image overhead, not on
+pixels: a Dask graph per step costs more than the work it schedules. An image of at most
+`SMALL_PIXELS` pixels is therefore read, clustered, labelled and written by one function
+call with NumPy (the same steps and results as the chunked path), and a batch of such
+images is one task on a worker, so that the workers run batches side by side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import numpy.typing as npt
+
+from ._assign import assign_pixels
+from ._histogram import chunk_histogram
+from ._inputs import ImageRef
+from ._learn import learn_palette
+from ._palette import Palette
+from ._steps import ImageResult, OnExists, SegmentOptions, exact_palette_and_lut, named
+from ._store import is_complete, write_segmentation
+
+__all__ = ["SMALL_PIXELS", "segment_small", "segment_small_batch", "small_batches_on_cluster"]
+
+SMALL_PIXELS = 1 << 22
+"""Largest image (y * x pixels) segmented whole in memory: 4 megapixels."""
+
+# Images per task: enough to amortise a task's scheduling, few enough to spread a batch
+# over the workers and to show progress.
+_BATCH = 16
+
+
+def segment_small(
+    ref: ImageRef,
+    store: str | Path,
+    opts: SegmentOptions,
+    *,
+    palette: Palette | None = None,
+    lut: npt.NDArray[Any] | None = None,
+    on_exists: OnExists = "error",
+) -> ImageResult | None:
+    """Segment one image in memory, or return None if it is larger than `SMALL_PIXELS`.
+
+    Problems with the image become a failed result, as in `segment_one`.
+    """
+    t0 = time.perf_counter()
+    try:
+        if on_exists == "skip" and is_complete(store, ref.name):
+            return ImageResult(ref.name, ref.source, "skipped", seconds=time.perf_counter() - t0)
+        image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
+        if image.shape[0] * image.shape[1] > SMALL_PIXELS:
+            return None
+        # In this process: a worker running this task must not submit graphs of its own.
+        with dask.config.set(scheduler="sync"):
+            pixels = np.asarray(image.compute())
+            if palette is None:
+                if opts.uses_histogram(image):
+                    palette, lut = exact_palette_and_lut(chunk_histogram(pixels), opts)
+                else:
+                    palette = learn_palette(
+                        pixels, opts.n_colors, method=opts.method, **opts.palette_kwargs()
+                    )
+            labels = assign_pixels(pixels, palette, lut)
+            write_segmentation(
+                store,
+                ref.name,
+                labels,
+                palette,
+                source=ref.source,
+                overwrite=on_exists == "overwrite",
+            )
+        return ImageResult(
+            ref.name,
+            ref.source,
+            "done",
+            shape=tuple(int(s) for s in pixels.shape),
+            palette=palette,
+            seconds=time.perf_counter() - t0,
+        )
+    except (ValueError, OSError) as exc:  # ImageReadError, OutputError, bad parameters
+        return ImageResult(
+            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=named(ref, exc)
+        )
+
+
+def segment_small_batch(
+    refs: Sequence[ImageRef],
+    store: str | Path,
+    opts: SegmentOptions,
+    palette: Palette | None = None,
+    lut: npt.NDArray[Any] | None = None,
+    on_exists: OnExists = "error",
+) -> list[ImageResult | None]:
+    """`segment_small` for each image of `refs`, in order (one task's work)."""
+    return [
+        segment_small(r, store, opts, palette=palette, lut=lut, on_exists=on_exists) for r in refs
+    ]
+
+
+def small_batches_on_cluster(
+    client: Any,
+    refs: Sequence[ImageRef],
+    store: str | Path,
+    opts: SegmentOptions,
+    *,
+    palette: Palette | None = None,
+    lut: npt.NDArray[Any] | None = None,
+    on_exists: OnExists = "error",
+    batch: int = _BATCH,
+) -> Iterator[tuple[ImageRef, ImageResult | None]]:
+    """Run `segment_small_batch` over `refs` on the workers of `client`, batch by batch.
+
+    Yields each image with its result as batches finish; None means the image is too
+    large for the in-memory path and is left to the caller. A batch whose worker dies
+    is retried by Dask; if it still fails, its images fail with the reason.
+    """
+    from distributed import as_completed
+
+    shared = None if lut is None else client.scatter(lut, broadcast=True, hash=True)
+    futures = {}
+    for start in range(0, len(refs), batch):
+        part = list(refs[start : start + batch])
+        future = client.submit(
+            segment_small_batch,
+            part,
+            str(store),
+            opts,
+            palette,
+            shared,
+            on_exists,
+            pure=False,
+            retries=1,
+        )
+        futures[future] = part
+    for future in as_completed(futures):
+        part = futures.pop(future)
+        try:
+            results: list[ImageResult | None] = future.result()
+        except Exception as exc:  # the task itself failed (a worker died twice)
+            results = [ImageResult(r.name, r.source, "failed", error=named(r, exc)) for r in part]
+        yield from zip(part, results, strict=True)

@@ -1,0 +1,99 @@
+"""What the batch loops share: per-batch options, per-image results, the exact step.
+
+Both the in-process batch loop (`kmdist._pipeline`) and the in-memory path for small
+images (`kmdist._small`) use these, as do the Prefect flows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import dask.array as da
+import numpy.typing as npt
+
+from ._assign import build_lut
+from ._histogram import ColorHistogram, is_rgb8
+from ._inputs import ImageRef
+from ._io import DEFAULT_MAX_PIXELS
+from ._learn import palette_from_histogram
+from ._palette import ColorSpace, Palette
+
+__all__ = [
+    "ImageResult",
+    "OnExists",
+    "SegmentOptions",
+    "exact_palette_and_lut",
+    "named",
+]
+
+OnExists = Literal["error", "skip", "overwrite"]
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How to learn and assign colours; the same for every image of a batch."""
+
+    n_colors: int = 16
+    method: Literal["auto", "exact", "minibatch"] = "auto"
+    color_space: ColorSpace = "rgb"
+    random_state: int | None = 0
+    init: Literal["k-means++", "random"] = "k-means++"
+    n_init: int = 3
+    max_iter: int | None = None
+    tol: float = 0.0
+    eps: float | None = None
+    chunks: int | tuple[int, int] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def uses_histogram(self, image: da.Array) -> bool:
+        """Whether `image` takes the exact path: 8-bit RGB, unless mini-batch is asked for."""
+        return is_rgb8(image) and self.method != "minibatch"
+
+    def palette_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `learn_palette` / `palette_from_histogram`."""
+        kw: dict[str, Any] = {
+            "color_space": self.color_space,
+            "random_state": self.random_state,
+            "init": self.init,
+            "n_init": self.n_init,
+            "tol": self.tol,
+            "eps": self.eps,
+        }
+        if self.max_iter is not None:
+            kw["max_iter"] = self.max_iter
+        return kw
+
+
+@dataclass
+class ImageResult:
+    """What happened to one image."""
+
+    name: str
+    source: str
+    status: Literal["done", "skipped", "failed"]
+    shape: tuple[int, ...] | None = None
+    palette: Palette | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    preview: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Done or skipped (complete from an earlier run)."""
+        return self.status != "failed"
+
+
+def exact_palette_and_lut(
+    hist: ColorHistogram, opts: SegmentOptions
+) -> tuple[Palette, npt.NDArray[Any]]:
+    palette = palette_from_histogram(hist, opts.n_colors, **opts.palette_kwargs())
+    # Only the colours present need entries: the image's pixels are exactly those.
+    return palette, build_lut(palette, hist.codes)
+
+
+def named(ref: ImageRef, exc: BaseException) -> str:
+    """Return the error message, naming the image's source unless it already does."""
+    message = str(exc)
+    return message if ref.source in message else f"{ref.source}: {message}"
