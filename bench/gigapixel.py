@@ -6,23 +6,22 @@ scikit-learn's sample photos, rescaled and with a little noise, stored as Zarr w
 separate process and samples the resident memory of that process and all its children
 (client and workers) every 0.2 s.
 
-Usage: ``python bench/gigapixel.py --side 32768 --work /tmp/kmdist-bench``
-(32768**2 is 1.07 gigapixels; 16384 for 268 megapixels). Prints one JSON line.
+Usage: ``python bench/gigapixel.py --side 16384 32768 --work /tmp/kmdist-bench``
+(16384**2 is 268 megapixels, 32768**2 1.07 gigapixels): target 3 of the performance
+issue. Prints a JSON line per size and saves bench/results/memory.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import dask.array as da
 import numpy as np
-import psutil
+from common import check_ok, machine, python, run_measured, save
 
 CHUNK = 1024
 
@@ -71,71 +70,40 @@ def make_image(path: Path, side: int) -> None:
         image.to_zarr(str(path), overwrite=True)
 
 
-def run_measured(cmd: list[str]) -> dict[str, Any]:
-    """Run `cmd`; return wall time, exit code and peak RSS of its process tree."""
+def run(side: int, work: Path, workers: int = 2) -> dict[str, Any]:
+    """Build the SIDE x SIDE image (once) and measure ``kmdist segment`` on it."""
+    work.mkdir(parents=True, exist_ok=True)
+    src = work / f"photo-{side}.zarr"
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    root = psutil.Process(proc.pid)
-    peak_total = peak_client = 0
-    while proc.poll() is None:
-        try:
-            procs = [root, *root.children(recursive=True)]
-            rss = []
-            for p in procs:
-                try:
-                    rss.append(p.memory_info().rss)
-                except psutil.NoSuchProcess:
-                    rss.append(0)
-            peak_total = max(peak_total, sum(rss))
-            peak_client = max(peak_client, rss[0])
-        except psutil.NoSuchProcess:
-            pass
-        time.sleep(0.2)
-    out = proc.stdout.read() if proc.stdout else ""
+    make_image(src, side)
+    build = time.perf_counter() - t0
+    out = work / f"out-{side}.zarr"
+    cmd = [python(), "-m", "kmdist.cli", "segment", str(src), "-k", "16", "-o", str(out)]
+    m = run_measured([*cmd, "--workers", str(workers), "--overwrite"])
+    check_ok(m, "kmdist segment")
     return {
-        "seconds": round(time.perf_counter() - t0, 1),
-        "returncode": proc.returncode,
-        "peak_rss_total_gb": round(peak_total / 2**30, 2),
-        "peak_rss_client_gb": round(peak_client / 2**30, 2),
-        "output_tail": out.strip().splitlines()[-3:],
+        "side": side,
+        "megapixels": round(side**2 / 1e6, 1),
+        "input_gb": round(side**2 * 3 / 2**30, 2),
+        "workers": workers,
+        "build_seconds": round(build, 1),
+        "seconds": round(m.seconds, 1),
+        "peak_rss_total_gb": round(m.peak_rss_gb, 2),
+        "peak_rss_client_gb": round(m.peak_client_gb, 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--side", type=int, default=32768)
+    parser.add_argument("--side", type=int, nargs="+", default=[16384, 32768])
     parser.add_argument("--work", type=Path, default=Path("/tmp/kmdist-bench"))
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    src = args.work / f"photo-{args.side}.zarr"
-    t0 = time.perf_counter()
-    make_image(src, args.side)
-    build = time.perf_counter() - t0
-    out = args.work / f"out-{args.side}.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "kmdist.cli",
-        "segment",
-        str(src),
-        "-k",
-        "16",
-        "-o",
-        str(out),
-        "--workers",
-        str(args.workers),
-        "--overwrite",
-    ]
-    result = run_measured(cmd)
-    result.update(
-        side=args.side,
-        megapixels=round(args.side**2 / 1e6, 1),
-        workers=args.workers,
-        build_seconds=round(build, 1),
-        input_gb=round(args.side**2 * 3 / 2**30, 2),
-    )
-    print(json.dumps(result))
+    runs = []
+    for side in args.side:
+        runs.append(run(side, args.work, args.workers))
+        print(json.dumps(runs[-1]), flush=True)
+    save("memory", {"machine": machine(), "runs": runs})
 
 
 if __name__ == "__main__":

@@ -1,103 +1,74 @@
-"""Benchmarks: kmdist beside scikit-learn on the same data, in the same process.
+"""Run the benchmarks of the performance issue and write their report.
 
-Each row pairs a kmdist estimator with its scikit-learn peer and reports the time ratio
-(kmdist / peer, lower is better) and both inertias over all samples; absolute times are
-context only. ``--quick`` runs one repeat (CI smoke); the default reports the median of
-five. Run with ``make bench`` (``make bench BENCH_ARGS=--quick`` for the short form).
-The image benchmarks of the performance issue will join this file.
+``make bench`` runs the full suite (by hand: about 30 minutes on 2 cores) and rewrites
+the measured part of docs/benchmarks.md (between its ``results`` markers) and
+docs/images/benchmarks.png. ``make bench BENCH_ARGS=--quick`` is the smoke version
+(small sizes, one repeat, a few minutes): it writes bench/results/*-quick.json and
+bench/results/report-quick.md and leaves the docs alone.
+
+Each benchmark runs as its own process, and within it every peer runs on the same data
+in the same run: see bench/palette.py, bench/end_to_end.py, bench/archive.py and
+bench/gigapixel.py for what each measures.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import subprocess
 import sys
-import time
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
-import numpy as np
-from sklearn import cluster as skcluster
-from sklearn.datasets import load_digits, load_sample_image
+import report
+from common import RESULTS, ROOT, python
 
-import kmdist
+DOC = ROOT / "docs" / "benchmarks.md"
+PLOT = ROOT / "docs" / "images" / "benchmarks.png"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+BENCHES = ("palette", "end_to_end", "archive", "memory")
 
 
-def timed(
-    make: Callable[..., Any], X: np.ndarray, repeats: int, **params: Any
-) -> tuple[float, Any]:
-    """Median wall time of ``make(**params).fit(X)`` and the last fitted estimator."""
-    times, est = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        est = make(**params).fit(X)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), est
+def _command(name: str, quick: bool, work: Path, cap: float) -> list[str] | None:
+    here = Path(__file__).parent
+    if name == "memory":
+        if quick:
+            return None  # gigapixel inputs take minutes to build: full mode only
+        return [python(), str(here / "gigapixel.py"), "--work", str(work)]
+    cmd = [python(), str(here / f"{name}.py")]
+    if name != "palette":
+        cmd += ["--work", str(work), "--cap", str(cap)]
+    return [*cmd, "--quick"] if quick else cmd
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="one repeat (CI smoke)")
-    repeats = 1 if parser.parse_args().quick else 5
-    china = load_sample_image("china.jpg").reshape(-1, 3).astype(np.float64)
-    datasets = [("digits", load_digits().data, 10), ("china.jpg pixels", china, 16)]
-    pairs = [
-        ("KMeans", kmdist.KMeans, skcluster.KMeans, {"n_init": 1}),
-        ("MiniBatchKMeans", kmdist.MiniBatchKMeans, skcluster.MiniBatchKMeans, {}),
-    ]
-    print(
-        f"{'data':<18}{'k':>3}  {'estimator':<16}{'kmdist s':>9}{'peer s':>9}{'ratio':>7}"
-        f"{'kmdist inertia':>16}{'peer inertia':>14}"
-    )
-    for name, X, k in datasets:
-        for label, ours, theirs, extra in pairs:
-            params = {"n_clusters": k, "random_state": 0, **extra}
-            t_ours, a = timed(ours, X, repeats, **params)
-            t_peer, b = timed(theirs, X, repeats, **params)
-            print(
-                f"{name:<18}{k:>3}  {label:<16}{t_ours:>9.3f}{t_peer:>9.3f}"
-                f"{t_ours / t_peer:>7.2f}{a.inertia_:>16.6g}{b.inertia_:>14.6g}"
-            )
-
-
-def palettes(repeats: int) -> None:
-    """Palette of a sample photo: kmdist exact beside scikit-learn on every pixel."""
-    print(f"\n{'image':<12}{'k':>3}  {'method':<28}{'time s':>8}{'ratio':>7}{'inertia':>14}")
-    for name in ("china.jpg", "flower.jpg"):
-        img = load_sample_image(name)
-        X = img.reshape(-1, 3).astype(np.float64)
-        for k in (3, 10, 16, 64):
-            t_ours, pal = _timed_call(lambda img=img, k=k: kmdist.learn_palette(img, k), repeats)
-            peers = {
-                "sklearn MiniBatchKMeans": skcluster.MiniBatchKMeans(k, random_state=0),
-                "sklearn KMeans(n_init=1)": skcluster.KMeans(k, n_init=1, random_state=0),
-                "sklearn KMeans(n_init=10)": skcluster.KMeans(k, n_init=10, random_state=0),
-            }
-            print(
-                f"{name:<12}{k:>3}  {'kmdist exact':<28}{t_ours:>8.3f}{'':>7}{pal.inertia:>14.5g}"
-            )
-            for label, est in peers.items():
-                t_peer, fitted = _timed_call(lambda est=est, X=X: est.fit(X), repeats)
-                print(
-                    f"{'':<12}{'':>3}  {label:<28}{t_peer:>8.3f}{t_ours / t_peer:>7.2f}"
-                    f"{_inertia(X, fitted.cluster_centers_):>14.5g}"
-                )
-
-
-def _timed_call(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
-
-
-def _inertia(X: np.ndarray, centers: np.ndarray) -> float:
-    """Inertia over every pixel, computed the same way for every method."""
-    return float(kmdist.KMeans(len(centers), init=centers, max_iter=1).fit(X).score(X) * -1)
+    parser.add_argument("--quick", action="store_true", help="smoke run; docs untouched")
+    parser.add_argument("--only", nargs="+", choices=BENCHES, default=list(BENCHES))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/kmdist-bench"))
+    parser.add_argument("--cap", type=float, default=900.0, help="seconds for capped peers")
+    parser.add_argument("--report-only", action="store_true", help="render saved results")
+    args = parser.parse_args()
+    if not args.report_only:
+        for name in args.only:
+            cmd = _command(name, args.quick, args.work, args.cap)
+            if cmd is None:
+                continue
+            print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
+            subprocess.run(cmd, check=True, cwd=ROOT)
+    suffix = "-quick" if args.quick else ""
+    results = report.load(suffix)
+    text = report.render(results)
+    print("\n" + text)
+    if args.quick:
+        (RESULTS / "report-quick.md").write_text(text)
+        return
+    doc = DOC.read_text()
+    head, rest = doc.split(START, 1)
+    _, tail = rest.split(END, 1)
+    block = f"{START}\n\n{report.machine_line(results)}\n\n{text}\n{END}"
+    DOC.write_text(head + block + tail)
+    report.plot(results, PLOT)
+    print(f"wrote {DOC.relative_to(ROOT)} and {PLOT.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
-    main()
-    palettes(1 if "--quick" in sys.argv else 3)
+    sys.exit(main())

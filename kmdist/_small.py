@@ -31,8 +31,8 @@ __all__ = ["SMALL_PIXELS", "segment_small", "segment_small_batch", "small_batche
 SMALL_PIXELS = 1 << 22
 """Largest image (y * x pixels) segmented whole in memory: 4 megapixels."""
 
-# Images per task: enough to amortise a task's scheduling, few enough to spread a batch
-# over the workers and to show progress.
+# Most images per task: enough to amortise a task's scheduling, few enough to spread
+# the work over the workers and to show progress.
 _BATCH = 16
 
 
@@ -112,16 +112,26 @@ def small_batches_on_cluster(
     palette: Palette | None = None,
     lut: npt.NDArray[Any] | None = None,
     on_exists: OnExists = "error",
-    batch: int = _BATCH,
+    batch: int | None = None,
 ) -> Iterator[tuple[ImageRef, ImageResult | None]]:
     """Run `segment_small_batch` over `refs` on the workers of `client`, batch by batch.
 
-    Yields each image with its result as batches finish; None means the image is too
-    large for the in-memory path and is left to the caller. A batch whose worker dies
+    Yields each image with its result as batches finish; None means the image is left to
+    the caller's chunked path (larger than `SMALL_PIXELS`, or `opts.chunks` is set).
+    `batch` images per task; by default up to 16, fewer for short lists. A batch whose worker dies
     is retried by Dask; if it still fails, its images fail with the reason.
     """
     from distributed import as_completed
 
+    if opts.chunks is not None:
+        # Chunks asked for explicitly: the chunked path honours them, in processing and
+        # in the stored chunks.
+        yield from ((r, None) for r in refs)
+        return
+    if batch is None:
+        # Four batches per worker at least, so that progress shows and work spreads.
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        batch = max(1, min(_BATCH, len(refs) // (4 * workers)))
     shared = None if lut is None else client.scatter(lut, broadcast=True, hash=True)
     futures = {}
     for start in range(0, len(refs), batch):

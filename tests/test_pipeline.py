@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dask.array as da
 import imageio.v3 as iio
 import numpy as np
@@ -106,3 +108,25 @@ def test_sixteen_bit_goes_minibatch(tmp_path, rng):
     assert res.status == "done" and res.palette.method == "minibatch"
     seg = open_segmentation(tmp_path / "o.zarr", "deep")
     assert seg.image.dtype == np.uint16 and seg.palette.k == 4
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_small_images_on_the_workers_match_the_chunked_path(photos, tmp_path, local_client, shared):
+    # With a cluster, small images are segmented whole in memory on the workers, a batch
+    # per task; with explicit chunks they take the chunked path. Same palettes, labels.
+    refs = open_images(photos)
+    fast = segment_batch(refs, tmp_path / "fast.zarr", SegmentOptions(n_colors=6), shared=shared)
+    chunked_opts = SegmentOptions(n_colors=6, chunks=64)
+    slow = segment_batch(refs, tmp_path / "slow.zarr", chunked_opts, shared=shared)
+    assert [r.name for r in fast] == [r.name for r in refs]  # input order, not finish order
+    assert [r.status for r in fast] == [r.status for r in slow] == ["failed", "done", "done"]
+    assert "broken.jpg" in fast[0].error
+    workers = set(local_client.run(os.getpid).values())
+    for name in ("china", "sub_flower"):
+        a = open_segmentation(tmp_path / "fast.zarr", name)
+        b = open_segmentation(tmp_path / "slow.zarr", name)
+        assert_array_equal(a.palette.colors, b.palette.colors)
+        assert_array_equal(a.labels.compute(), b.labels.compute())
+        assert_array_equal(a.image.compute(), b.image.compute())
+        assert a.attrs["writer"]["pid"] in workers  # written by a worker
+        assert b.attrs["writer"]["pid"] not in workers
