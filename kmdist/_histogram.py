@@ -19,6 +19,7 @@ from dask.base import compute
 from dask.delayed import Delayed, delayed
 
 from ._assign import pack_rgb8, unpack_rgb8
+from ._kernels import merge_sorted_counts
 from ._rows import tree_reduce
 
 __all__ = [
@@ -77,13 +78,9 @@ def merge_histograms(*parts: ColorHistogram) -> ColorHistogram:
     """Exact merge: counts of equal colours add up."""
     if len(parts) == 1:
         return parts[0]
-    codes = np.concatenate([p.codes for p in parts])
-    counts = np.concatenate([p.counts for p in parts])
-    # Inputs are sorted runs, which a stable (merge) sort handles in near-linear time.
-    order = np.argsort(codes, kind="stable")
-    codes, counts = codes[order], counts[order]
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    return ColorHistogram(codes[starts], np.add.reduceat(counts, starts).astype(np.int64))
+    # Every part is sorted and unique: linear merges, no sort.
+    codes, counts = merge_sorted_counts([(p.codes, p.counts) for p in parts])
+    return ColorHistogram(codes, counts)
 
 
 def histogram_graph(image: da.Array, split_every: int = 8) -> Delayed:

@@ -8,13 +8,23 @@ a process pays the compilation once per installation, not per call.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["hamerly_step"]
+__all__ = ["hamerly_step", "merge_sorted_counts"]
+
+# Below this many samples a Lloyd step runs in one thread: a thread hand-off costs more.
+_PARALLEL_ABOVE = 1 << 18
+_pool: ThreadPoolExecutor | None = None
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -78,28 +88,125 @@ def _hamerly_step(
 def hamerly_step(
     bounds: Any, X: npt.NDArray[np.floating[Any]], centers: npt.NDArray[np.float64]
 ) -> int:
-    """Move Hamerly bounds to new centres in one compiled pass; return samples searched.
+    """Move Hamerly bounds to new centres in compiled passes; return samples searched.
 
     Updates `bounds` (a ``kmdist._rows._Bounds``) in place: each sample's bounds grow by
     the centre shifts; a sample whose bounds overlap is searched against every centre,
-    and the cluster moments follow samples that change cluster.
+    and the cluster moments follow samples that change cluster. Large inputs are split
+    over the cores' threads (the kernel releases the GIL), each slice with its own
+    moment changes, added up afterwards.
     """
+    global _pool
     shift = np.sqrt(((centers - bounds.centers) ** 2).sum(axis=1))
     scale = float(np.sqrt((centers**2).sum(axis=1)).max())
-    return int(
-        _hamerly_step(
-            X,
-            bounds.wx,
-            bounds.w,
-            bounds.wxx,
-            centers,
-            shift,
-            bounds.labels,
-            bounds.upper,
-            bounds.lower,
-            bounds.sums,
-            bounds.weights,
-            bounds.sq,
-            scale,
+    n = X.shape[0]
+    parts = min(_threads(), max(1, n // _PARALLEL_ABOVE))
+    if parts == 1:
+        return int(
+            _hamerly_step(
+                X,
+                bounds.wx,
+                bounds.w,
+                bounds.wxx,
+                centers,
+                shift,
+                bounds.labels,
+                bounds.upper,
+                bounds.lower,
+                bounds.sums,
+                bounds.weights,
+                bounds.sq,
+                scale,
+            )
         )
-    )
+    edges = np.linspace(0, n, parts + 1).astype(int)
+    deltas = [
+        (np.zeros_like(bounds.sums), np.zeros_like(bounds.weights), np.zeros_like(bounds.sq))
+        for _ in range(parts)
+    ]
+
+    def run(i: int) -> int:
+        a, b = edges[i], edges[i + 1]
+        sums, weights, sq = deltas[i]
+        return int(
+            _hamerly_step(
+                X[a:b],
+                bounds.wx[a:b],
+                bounds.w[a:b],
+                bounds.wxx[a:b],
+                centers,
+                shift,
+                bounds.labels[a:b],
+                bounds.upper[a:b],
+                bounds.lower[a:b],
+                sums,
+                weights,
+                sq,
+                scale,
+            )
+        )
+
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="kmdist-lloyd")
+    searched = sum(_pool.map(run, range(parts)))
+    for sums, weights, sq in deltas:
+        bounds.sums += sums
+        bounds.weights += weights
+        bounds.sq += sq
+    return searched
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_two(
+    a: npt.NDArray[np.uint32],
+    ca: npt.NDArray[np.int64],
+    b: npt.NDArray[np.uint32],
+    cb: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+    out = np.empty(a.size + b.size, dtype=np.uint32)
+    counts = np.empty(a.size + b.size, dtype=np.int64)
+    i = j = n = 0
+    while i < a.size and j < b.size:
+        if a[i] < b[j]:
+            out[n] = a[i]
+            counts[n] = ca[i]
+            i += 1
+        elif b[j] < a[i]:
+            out[n] = b[j]
+            counts[n] = cb[j]
+            j += 1
+        else:
+            out[n] = a[i]
+            counts[n] = ca[i] + cb[j]
+            i += 1
+            j += 1
+        n += 1
+    while i < a.size:
+        out[n] = a[i]
+        counts[n] = ca[i]
+        i += 1
+        n += 1
+    while j < b.size:
+        out[n] = b[j]
+        counts[n] = cb[j]
+        j += 1
+        n += 1
+    return out[:n], counts[:n]
+
+
+def merge_sorted_counts(
+    parts: list[tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]],
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+    """Merge sorted unique (codes, counts) runs, adding counts of equal codes.
+
+    Pairwise linear merges in a balanced tree: O(total log parts), no sort.
+    """
+    level = [
+        (np.ascontiguousarray(c, np.uint32), np.ascontiguousarray(n, np.int64)) for c, n in parts
+    ]
+    while len(level) > 1:
+        merged = [_merge_two(*level[i], *level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            merged.append(level[-1])
+        level = merged
+    return level[0]

@@ -729,7 +729,9 @@ def _level_writes(
         chunks=chunk,
         shards=label_shard,
         dtype=labels.dtype,
-        compressors=BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
+        # Zstd level 1: on 64 MP, 6x the speed of level 5 (780 vs 120 MB/s for the
+        # recoloured image) for files about 20% larger (bench/end_to_end.py).
+        compressors=BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
         fill_value=0,
         dimension_names=("y", "x"),
     )
@@ -740,7 +742,7 @@ def _level_writes(
         chunks=(channels, *chunk),
         shards=None if image_shard is None else (channels, *image_shard),
         dtype=image_dtype,
-        compressors=BloscCodec(cname="zstd", clevel=5, shuffle="shuffle"),
+        compressors=BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
         fill_value=0,
         dimension_names=("c", "y", "x"),
     )

@@ -64,3 +64,40 @@ def test_merge_is_exact_and_shared_histograms_add(rng):
 def test_non_rgb8_refused():
     with pytest.raises(ValueError, match="8-bit RGB"):
         image_histogram(da.zeros((4, 4, 3), dtype=np.uint16))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=9))
+def test_merge_of_any_parts_equals_unique_of_all(parts):
+    # The linear merge of sorted runs against NumPy on the concatenated pixels: odd and
+    # even numbers of parts, empty parts, overlapping and disjoint colours.
+    hists = [
+        chunk_histogram(unpack_rgb8(np.asarray(p, dtype=np.uint32))[None])
+        if p
+        else chunk_histogram(np.zeros((0, 0, 3), np.uint8))
+        for p in parts
+    ]
+    merged = merge_histograms(*hists)
+    codes, counts = np.unique(
+        np.concatenate([np.asarray(p, np.uint32) for p in parts]), return_counts=True
+    )
+    assert_array_equal(merged.codes, codes)
+    assert_array_equal(merged.counts, counts)
+    assert merged.codes.dtype == np.uint32 and merged.counts.dtype == np.int64
+
+
+def test_threaded_lloyd_equals_single_thread(monkeypatch, rng):
+    # Large histograms split each Lloyd step over threads, each slice with its own
+    # moment changes; the palette must be the one a single thread finds.
+    from kmdist import _kernels, palette_from_histogram
+
+    img = rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8)
+    hist = chunk_histogram(img)
+    monkeypatch.setattr(_kernels, "_PARALLEL_ABOVE", 1 << 40)
+    one = palette_from_histogram(hist, 8)
+    monkeypatch.setattr(_kernels, "_PARALLEL_ABOVE", 1 << 10)
+    monkeypatch.setattr(_kernels, "_threads", lambda: 3)
+    many = palette_from_histogram(hist, 8)
+    assert_array_equal(many.counts, one.counts)
+    np.testing.assert_allclose(many.colors, one.colors, rtol=1e-9)
+    np.testing.assert_allclose(many.inertia, one.inertia, rtol=1e-9)

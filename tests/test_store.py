@@ -245,7 +245,7 @@ def test_chunks_and_codecs(tmp_path, sample):
     assert lab["chunk_grid"]["configuration"]["chunk_shape"] == [100, 128]
     assert img["chunk_grid"]["configuration"]["chunk_shape"] == [3, 100, 128]
     assert lab["data_type"] == "uint8" and img["data_type"] == "uint8"
-    blosc = {"cname": "zstd", "clevel": 5}
+    blosc = {"cname": "zstd", "clevel": 1}  # level 1: 6x faster than 5, files ~20% larger
     (lab_blosc,) = [c["configuration"] for c in lab["codecs"] if c["name"] == "blosc"]
     (img_blosc,) = [c["configuration"] for c in img["codecs"] if c["name"] == "blosc"]
     assert lab_blosc.items() >= {**blosc, "shuffle": "bitshuffle"}.items()
