@@ -9,6 +9,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -98,13 +99,29 @@ def run_measured(cmd: Sequence[str], *, timeout: float | None = None) -> Measure
     capped (its time is then a lower bound).
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    # Output goes to a file, not a pipe: nothing reads a pipe until the end, and a full
+    # one (64 KiB: a thousand images' report lines) would block the process for good.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=env)
+        peak_total, peak_client, capped = _watch(proc, t0, timeout)
+        seconds = time.perf_counter() - t0
+        log.seek(0)
+        out = log.read()
+    return Measured(
+        seconds=seconds,
+        returncode=proc.returncode,
+        peak_rss_gb=peak_total / 2**30,
+        peak_client_gb=peak_client / 2**30,
+        output=out,
+        capped=capped,
     )
+
+
+def _watch(proc: subprocess.Popen[Any], t0: float, timeout: float | None) -> tuple[int, int, bool]:
+    """Sample the process tree's RSS until it exits or is killed at `timeout`."""
     root = psutil.Process(proc.pid)
     peak_total = peak_client = 0
-    capped = False
     while proc.poll() is None:
         try:
             procs = [root, *root.children(recursive=True)]
@@ -119,22 +136,13 @@ def run_measured(cmd: Sequence[str], *, timeout: float | None = None) -> Measure
         if rss:
             peak_total, peak_client = max(peak_total, sum(rss)), max(peak_client, rss[0])
         if timeout is not None and time.perf_counter() - t0 > timeout:
-            capped = True
             for p in reversed(procs):
                 with contextlib.suppress(psutil.NoSuchProcess):
                     p.kill()
             proc.wait()
-            break
+            return peak_total, peak_client, True
         time.sleep(0.2)
-    out = proc.stdout.read() if proc.stdout else ""
-    return Measured(
-        seconds=time.perf_counter() - t0,
-        returncode=proc.returncode,
-        peak_rss_gb=peak_total / 2**30,
-        peak_client_gb=peak_client / 2**30,
-        output=out,
-        capped=capped,
-    )
+    return peak_total, peak_client, False
 
 
 def check_ok(m: Measured, what: str) -> None:
