@@ -98,12 +98,13 @@ def main() -> None:
     parser.add_argument("--side", type=int, nargs="+", default=[16384, 32768])
     parser.add_argument("--work", type=Path, default=Path("/tmp/kmdist-bench"))
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--save", default="memory", help="results name (bench/results/NAME.json)")
     args = parser.parse_args()
     runs = []
     for side in args.side:
         runs.append(run(side, args.work, args.workers))
         print(json.dumps(runs[-1]), flush=True)
-    save("memory", {"machine": machine(), "runs": runs})
+    save(args.save, {"machine": machine(), "runs": runs})
 
 
 if __name__ == "__main__":
