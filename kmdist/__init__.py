@@ -24,6 +24,7 @@ from ._store import (
     is_complete,
     list_segmentations,
     open_segmentation,
+    write_blocks,
     write_segmentation,
 )
 
@@ -69,6 +70,7 @@ __all__ = [
     "segment",
     "segment_batch",
     "small_batches_on_cluster",
+    "write_blocks",
     "write_preview",
     "write_segmentation",
 ]

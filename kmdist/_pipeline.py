@@ -23,7 +23,7 @@ from ._palette import Palette
 from ._preview import write_preview
 from ._small import small_batches_on_cluster
 from ._steps import ImageResult, OnExists, SegmentOptions, exact_palette_and_lut, named
-from ._store import is_complete, open_segmentation, write_segmentation
+from ._store import is_complete, open_segmentation, write_blocks, write_segmentation
 
 __all__ = [
     "ImageResult",
@@ -63,7 +63,11 @@ def segment_one(
                 palette = learn_palette(
                     image, opts.n_colors, method=opts.method, **opts.palette_kwargs()
                 )
-        labels = segment(image, palette, lut=lut)
+        chunk, block = write_blocks(image, palette)
+        # Label in the output's shard-sized blocks: read straight from the source, no
+        # gathering between workers, a fixed amount of memory per write task.
+        source = image if block == chunk else ref.open(chunks=block, max_pixels=opts.max_pixels)
+        labels = segment(source, palette, lut=lut)
         write_segmentation(
             store,
             ref.name,
@@ -71,6 +75,7 @@ def segment_one(
             palette,
             source=ref.source,
             overwrite=on_exists == "overwrite",
+            chunks=chunk,
         )
         preview = None
         if preview_dir is not None:

@@ -330,6 +330,7 @@ def write_segmentation(
     overwrite: bool = False,
     n_levels: int | None = None,
     extra: Mapping[str, Any] | None = None,
+    chunks: tuple[int, int] | None = None,
 ) -> None:
     """Write labels, their recoloured image and lower-resolution levels as OME-Zarr 0.5.
 
@@ -358,6 +359,9 @@ def write_segmentation(
         largest side is at most 256 pixels.
     extra : mapping, optional
         JSON-serialisable items added to the ``kmdist`` metadata block.
+    chunks : (int, int), optional
+        Zarr chunk shape (y, x). By default the labels' own chunks when regular, else
+        1024 x 1024; given, the labels may come in larger blocks (`write_blocks`).
 
     Raises
     ------
@@ -387,11 +391,16 @@ def write_segmentation(
     shapes = _level_shapes(labels.shape, n_levels)
     block = _kmdist_block(palette, source, extra)
     _prepare_root(root)
-    chunk = _chunk_shape(labels)
-    if isinstance(labels, da.Array) and labels.chunks != da.core.normalize_chunks(
-        chunk, labels.shape
-    ):
-        labels = labels.rechunk(chunk)
+    if chunks is not None:
+        # Labels may come in shard-sized blocks (see `write_blocks`): each level is
+        # rechunked to its own shards below, never split to chunks and gathered again.
+        chunk = (min(chunks[0], labels.shape[0]), min(chunks[1], labels.shape[1]))
+    else:
+        chunk = _chunk_shape(labels)
+        if isinstance(labels, da.Array) and labels.chunks != da.core.normalize_chunks(
+            chunk, labels.shape
+        ):
+            labels = labels.rechunk(chunk)
     # Clearing and claiming the group is atomic between runs; writing is not locked.
     with _root_lock(root):
         _clear_previous(root, name, overwrite)
@@ -676,12 +685,28 @@ def _process_start(pid: int) -> str | None:
 
 def _chunk_shape(labels: Labels) -> tuple[int, int]:
     """Choose the Zarr chunk: the labels' own when regular, else 1024 x 1024 (clipped)."""
+    default = (min(_DEFAULT_CHUNK, labels.shape[0]), min(_DEFAULT_CHUNK, labels.shape[1]))
     if isinstance(labels, np.ndarray):
-        return (min(_DEFAULT_CHUNK, labels.shape[0]), min(_DEFAULT_CHUNK, labels.shape[1]))
-    regular = all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in labels.chunks)
-    if regular:
-        return (int(labels.chunks[0][0]), int(labels.chunks[1][0]))
-    return (min(_DEFAULT_CHUNK, labels.shape[0]), min(_DEFAULT_CHUNK, labels.shape[1]))
+        return default
+    rows, cols = labels.chunks[:2]
+    if all(len(set(c[:-1])) <= 1 and c[-1] <= c[0] for c in (rows, cols)):
+        return (int(rows[0]), int(cols[0]))
+    return default
+
+
+def write_blocks(image: da.Array, palette: Palette) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Return the output's Zarr chunk for `image` and the block to label it in.
+
+    The block is the recoloured image's shard when the output is sharded (a multiple of
+    the chunk), else the chunk. Labels computed in such blocks are written without
+    gathering blocks from other workers, so a write task holds one shard however large
+    the image (pass the chunk to `write_segmentation` as `chunks`).
+    """
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    chunk = _chunk_shape(image)
+    chunk = (min(chunk[0], shape[0]), min(chunk[1], shape[1]))
+    shard = _sharding(shape, chunk, palette.channels * palette.colors_as().dtype.itemsize)
+    return chunk, shard or chunk
 
 
 def _sharding(

@@ -644,3 +644,23 @@ def test_preview_computes_only_the_small_arrays(tmp_path, sample, rng):
             tmp_path / "p.png", original, da.from_array(labels, chunks=100), palette, max_side=100
         )
     assert len(returned) == 1 and returned[0] == 60 * 100 * 4  # 3 channels + labels
+
+
+def test_labels_in_shard_blocks_store_the_same(tmp_path, sample, monkeypatch):
+    # Large outputs are labelled in the output's shard-sized blocks (write_blocks) and
+    # written with the chunk given: same chunks, shards and pixels as chunk-sized labels.
+    labels, palette = sample
+    monkeypatch.setattr(_store, "_SHARD_ABOVE", 10_000)  # shard this small sample
+    image = da.zeros((*labels.shape, 3), dtype=np.uint8, chunks=(64, 64, 3))
+    chunk, block = _store.write_blocks(image, palette)
+    assert chunk == (64, 64) and block == (256, 256)  # 4 x 4 chunks a shard
+    write(tmp_path / "a.zarr", "p", labels, palette, chunks=chunk)
+    blocked = da.from_array(labels, chunks=block)
+    write_segmentation(tmp_path / "b.zarr", "p", blocked, palette, chunks=chunk)
+    for path in ("p/0", "p/1", "p/labels/segmentation/0", "p/labels/segmentation/1"):
+        a = zarr.open_array(str(tmp_path / "a.zarr" / path), mode="r")
+        b = zarr.open_array(str(tmp_path / "b.zarr" / path), mode="r")
+        assert (a.chunks, a.shards) == (b.chunks, b.shards)
+        assert_array_equal(a[...], b[...])
+    level0 = zarr.open_array(str(tmp_path / "b.zarr/p/0"), mode="r")
+    assert level0.chunks == (3, 64, 64) and level0.shards == (3, 256, 256)
