@@ -15,6 +15,7 @@ import numpy.typing as npt
 from dask.delayed import delayed
 
 from ._color import to_clustering_space
+from ._kernels import lut_labels
 from ._lloyd import nearest
 from ._palette import Palette
 
@@ -98,7 +99,7 @@ def _centers_in_space(palette: Palette) -> npt.NDArray[np.float64]:
 
 
 def _lut_kernel(block: npt.NDArray[np.uint8], lut: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    return lut[pack_rgb8(block)]
+    return lut_labels(block, lut)
 
 
 def _nearest_kernel(

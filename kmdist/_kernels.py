@@ -16,7 +16,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["hamerly_step", "merge_sorted_counts"]
+__all__ = ["hamerly_step", "lut_labels", "merge_sorted_counts"]
 
 # Below this many samples a Lloyd step runs in one thread: a thread hand-off costs more.
 _PARALLEL_ABOVE = 1 << 18
@@ -210,3 +210,23 @@ def merge_sorted_counts(
             merged.append(level[-1])
         level = merged
     return level[0]
+
+
+@numba.njit(cache=True, nogil=True)
+def _lut_labels(block: npt.NDArray[np.uint8], lut: npt.NDArray[Any], out: npt.NDArray[Any]) -> None:
+    h, w, _ = block.shape
+    for y in range(h):
+        for x in range(w):
+            code = (np.uint32(block[y, x, 0]) << 16) | (np.uint32(block[y, x, 1]) << 8)
+            out[y, x] = lut[code | np.uint32(block[y, x, 2])]
+
+
+def lut_labels(block: npt.NDArray[np.uint8], lut: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Labels of an (h, w, 3) uint8 block by table lookup of each packed colour.
+
+    One pass with no intermediate arrays: packing with NumPy would first build a
+    4-byte code per pixel (a 4096 x 4096 block: 64 MB, and as much again per shift).
+    """
+    out = np.empty(block.shape[:2], dtype=lut.dtype)
+    _lut_labels(block, lut, out)
+    return out

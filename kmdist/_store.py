@@ -697,8 +697,8 @@ def _chunk_shape(labels: Labels) -> tuple[int, int]:
 def write_blocks(image: da.Array, palette: Palette) -> tuple[tuple[int, int], tuple[int, int]]:
     """Return the output's Zarr chunk for `image` and the block to label it in.
 
-    The block is the recoloured image's shard when the output is sharded (a multiple of
-    the chunk), else the chunk. Labels computed in such blocks are written without
+    The block is the recoloured image's shard when the output has at least 16 shards (a
+    multiple of the chunk), else the chunk. Labels computed in such blocks are written without
     gathering blocks from other workers, so a write task holds one shard however large
     the image (pass the chunk to `write_segmentation` as `chunks`).
     """
@@ -706,7 +706,11 @@ def write_blocks(image: da.Array, palette: Palette) -> tuple[tuple[int, int], tu
     chunk = _chunk_shape(image)
     chunk = (min(chunk[0], shape[0]), min(chunk[1], shape[1]))
     shard = _sharding(shape, chunk, palette.channels * palette.colors_as().dtype.itemsize)
-    return chunk, shard or chunk
+    if shard is None or math.ceil(shape[0] / shard[0]) * math.ceil(shape[1] / shard[1]) < 16:
+        # Too few shards to spread over the workers (a 64 MP image has 4): label in
+        # chunks. What a write task then gathers is bounded by the image's small size.
+        return chunk, chunk
+    return chunk, shard
 
 
 def _sharding(

@@ -101,3 +101,16 @@ def test_threaded_lloyd_equals_single_thread(monkeypatch, rng):
     assert_array_equal(many.counts, one.counts)
     np.testing.assert_allclose(many.colors, one.colors, rtol=1e-9)
     np.testing.assert_allclose(many.inertia, one.inertia, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_fused_lookup_equals_pack_and_take(rng, dtype):
+    # The compiled lookup (no packed-code intermediates) against NumPy, on a strided
+    # (non-contiguous) block as Dask may pass one.
+    from kmdist._kernels import lut_labels
+
+    lut = rng.integers(0, 300 if dtype == np.uint16 else 16, 1 << 24).astype(dtype)
+    block = rng.integers(0, 256, size=(70, 90, 3), dtype=np.uint8)[::2, 1::3]
+    labels = lut_labels(block, lut)
+    assert labels.dtype == dtype and labels.shape == block.shape[:2]
+    assert_array_equal(labels, lut[pack_rgb8(block)])

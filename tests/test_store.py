@@ -652,8 +652,10 @@ def test_labels_in_shard_blocks_store_the_same(tmp_path, sample, monkeypatch):
     labels, palette = sample
     monkeypatch.setattr(_store, "_SHARD_ABOVE", 10_000)  # shard this small sample
     image = da.zeros((*labels.shape, 3), dtype=np.uint8, chunks=(64, 64, 3))
+    assert _store.write_blocks(image, palette) == ((64, 64), (64, 64))  # 2 x 2 shards: few
+    image = da.zeros((*labels.shape, 3), dtype=np.uint8, chunks=(16, 16, 3))
     chunk, block = _store.write_blocks(image, palette)
-    assert chunk == (64, 64) and block == (256, 256)  # 4 x 4 chunks a shard
+    assert chunk == (16, 16) and block == (64, 64)  # 4 x 4 chunks a shard, 5 x 8 shards
     write(tmp_path / "a.zarr", "p", labels, palette, chunks=chunk)
     blocked = da.from_array(labels, chunks=block)
     write_segmentation(tmp_path / "b.zarr", "p", blocked, palette, chunks=chunk)
@@ -663,4 +665,4 @@ def test_labels_in_shard_blocks_store_the_same(tmp_path, sample, monkeypatch):
         assert (a.chunks, a.shards) == (b.chunks, b.shards)
         assert_array_equal(a[...], b[...])
     level0 = zarr.open_array(str(tmp_path / "b.zarr/p/0"), mode="r")
-    assert level0.chunks == (3, 64, 64) and level0.shards == (3, 256, 256)
+    assert level0.chunks == (3, 16, 16) and level0.shards == (3, 64, 64)
