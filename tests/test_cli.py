@@ -67,7 +67,11 @@ def test_segment_on_its_own_local_cluster(folder, tmp_path):
     proc = run("segment", str(folder), "-k", "5", "-o", str(out), "--workers", "2")
     assert proc.returncode == 0, proc.stderr
     assert "Dask dashboard: http://" in proc.stdout
-    assert "[2/2] flower" in proc.stdout and "2 done, 0 skipped, 0 failed" in proc.stdout
+    # Progress lines follow completion: small images run in parallel on the workers.
+    progress = sorted(line.split()[1] for line in proc.stdout.splitlines() if line.startswith("["))
+    assert progress == ["china", "flower"], proc.stdout
+    assert "[1/2] " in proc.stdout and "[2/2] " in proc.stdout
+    assert "2 done, 0 skipped, 0 failed" in proc.stdout
     info = run("info", str(out))
     assert info.returncode == 0
     assert "china: 72x107, k=5" in info.stdout
