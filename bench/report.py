@@ -32,10 +32,6 @@ def _met(ok: bool) -> str:
     return "**met**" if ok else "**not met**"
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "" if x is None else f"{x:.{digits}g}" if abs(x) >= 1000 else f"{x:.{digits}f}"
-
-
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     """Each target: (target, required, measured, met)."""
     out: list[tuple[str, str, str, bool]] = []

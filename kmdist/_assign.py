@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from dask.delayed import delayed
 
+from ._cluster import active_client
 from ._color import to_clustering_space
 from ._kernels import lut_labels
 from ._lloyd import nearest
@@ -31,11 +32,8 @@ def _shipped(table: npt.NDArray[Any]) -> Any:
     On a distributed cluster it is scattered to every worker up front (and not put into
     the graph); otherwise it becomes a single delayed key.
     """
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ImportError, ValueError):
+    client = active_client()
+    if client is None:
         return delayed(table, pure=True)
     return client.scatter(table, broadcast=True, hash=True)
 
@@ -98,10 +96,6 @@ def _centers_in_space(palette: Palette) -> npt.NDArray[np.float64]:
     return to_clustering_space(palette.colors, palette.color_space, palette.dtype)
 
 
-def _lut_kernel(block: npt.NDArray[np.uint8], lut: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    return lut_labels(block, lut)
-
-
 def _nearest_kernel(
     block: npt.NDArray[Any], centers: npt.NDArray[np.float64], space: str, dtype: str, out: str
 ) -> npt.NDArray[Any]:
@@ -139,7 +133,7 @@ def segment(image: da.Array, palette: Palette, *, lut: npt.NDArray[Any] | None =
     if rgb8 and (lut is not None or image.shape[0] * image.shape[1] >= _LUT_MIN_PIXELS):
         table = build_lut(palette) if lut is None else lut
         return da.map_blocks(
-            _lut_kernel, image, _shipped(table), drop_axis=2, dtype=dtype, meta=meta
+            lut_labels, image, _shipped(table), drop_axis=2, dtype=dtype, meta=meta
         )
     centers = _centers_in_space(palette)
     return da.map_blocks(
@@ -169,7 +163,7 @@ def assign_pixels(
         )
     dtype = label_dtype(palette.k)
     if lut is not None and pixels.dtype == np.uint8 and palette.channels == 3:
-        return np.asarray(_lut_kernel(pixels, lut), dtype=dtype)
+        return np.asarray(lut_labels(pixels, lut), dtype=dtype)
     centers = _centers_in_space(palette)
     return _nearest_kernel(pixels, centers, palette.color_space, str(pixels.dtype), dtype.name)
 

@@ -11,11 +11,19 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from distributed import Client, LocalCluster
+from distributed import Client, LocalCluster, default_client
 
-__all__ = ["dashboard_link", "dask_client", "scheduler_address"]
+__all__ = ["active_client", "dashboard_link", "dask_client", "scheduler_address"]
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
+
+
+def active_client() -> Client | None:
+    """Return the distributed Client computations go to now, or None (local schedulers)."""
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def scheduler_address(address: str | None = None) -> str | None:

@@ -16,6 +16,7 @@ import dask.array as da
 import numpy.typing as npt
 
 from ._assign import segment
+from ._cluster import active_client
 from ._histogram import ColorHistogram, histogram_graph, merge_histograms
 from ._inputs import ImageRef
 from ._learn import learn_palette
@@ -178,7 +179,7 @@ def segment_batch(
             results.append(res)
             if report is not None:
                 report(len(results), len(refs), res)
-    client = _distributed_client()
+    client = active_client()
     if client is not None and preview_dir is None and len(todo) > 1:
         # Many images on a cluster: small ones whole in memory, a batch per task, in
         # parallel on the workers; larger ones (None) stay on the chunked path below.
@@ -210,13 +211,3 @@ def segment_batch(
     position = {r.name: i for i, r in enumerate(refs)}
     results.sort(key=lambda r: position[r.name])
     return results
-
-
-def _distributed_client() -> Any:
-    """Return the active distributed Client, or None (then images run one by one)."""
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):
-        return None
