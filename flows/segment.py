@@ -110,13 +110,7 @@ def assign_and_write(
     """Label every pixel with `palette` and write the OME-Zarr group, complete last."""
     t0 = time.perf_counter()
     image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-    chunk, block = kmdist.write_blocks(image, palette)
-    if block != chunk:  # label in the output's shards: no gathering, fixed memory
-        image = ref.open(chunks=block, max_pixels=opts.max_pixels)
-    labels = kmdist.segment(image, palette)
-    kmdist.write_segmentation(
-        output, ref.name, labels, palette, source=ref.source, overwrite=overwrite, chunks=chunk
-    )
+    kmdist.label_and_write(ref, image, output, palette, opts, overwrite=overwrite)
     return {"shape": list(image.shape), "write_seconds": round(time.perf_counter() - t0, 2)}
 
 

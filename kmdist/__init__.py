@@ -14,7 +14,7 @@ from ._kmeans import KMeans, MiniBatchKMeans
 from ._learn import FewerColorsWarning, check_n_colors, learn_palette, palette_from_histogram
 from ._lloyd import kmeans_plusplus
 from ._palette import Palette, PaletteError
-from ._pipeline import ImageResult, OnExists, SegmentOptions, segment_batch
+from ._pipeline import ImageResult, OnExists, SegmentOptions, label_and_write, segment_batch
 from ._preview import write_preview
 from ._small import SMALL_PIXELS, small_batches_on_cluster
 from ._store import (
@@ -24,7 +24,6 @@ from ._store import (
     is_complete,
     list_segmentations,
     open_segmentation,
-    write_blocks,
     write_segmentation,
 )
 
@@ -59,6 +58,7 @@ __all__ = [
     "image_histogram",
     "is_complete",
     "kmeans_plusplus",
+    "label_and_write",
     "learn_palette",
     "list_segmentations",
     "merge_histograms",
@@ -70,7 +70,6 @@ __all__ = [
     "segment",
     "segment_batch",
     "small_batches_on_cluster",
-    "write_blocks",
     "write_preview",
     "write_segmentation",
 ]

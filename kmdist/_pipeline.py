@@ -30,6 +30,7 @@ __all__ = [
     "ImageResult",
     "OnExists",
     "SegmentOptions",
+    "label_and_write",
     "segment_batch",
     "segment_one",
     "shared_palette",
@@ -64,19 +65,8 @@ def segment_one(
                 palette = learn_palette(
                     image, opts.n_colors, method=opts.method, **opts.palette_kwargs()
                 )
-        chunk, block = write_blocks(image, palette)
-        # Label in the output's shard-sized blocks: read straight from the source, no
-        # gathering between workers, a fixed amount of memory per write task.
-        source = image if block == chunk else ref.open(chunks=block, max_pixels=opts.max_pixels)
-        labels = segment(source, palette, lut=lut)
-        write_segmentation(
-            store,
-            ref.name,
-            labels,
-            palette,
-            source=ref.source,
-            overwrite=on_exists == "overwrite",
-            chunks=chunk,
+        label_and_write(
+            ref, image, store, palette, opts, lut=lut, overwrite=on_exists == "overwrite"
         )
         preview = None
         if preview_dir is not None:
@@ -97,6 +87,30 @@ def segment_one(
         return ImageResult(
             ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=named(ref, exc)
         )
+
+
+def label_and_write(
+    ref: ImageRef,
+    image: da.Array,
+    store: str | Path,
+    palette: Palette,
+    opts: SegmentOptions,
+    *,
+    lut: npt.NDArray[Any] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Label `image` (opened from `ref`) with `palette` and write it to `store`.
+
+    Labels are computed in the output's blocks (`write_blocks`): a large output's source
+    is opened again in shard-sized blocks, read straight from it with no gathering
+    between workers and a fixed amount of memory per write task.
+    """
+    chunk, block = write_blocks(image, palette)
+    source = image if block == chunk else ref.open(chunks=block, max_pixels=opts.max_pixels)
+    labels = segment(source, palette, lut=lut)
+    write_segmentation(
+        store, ref.name, labels, palette, source=ref.source, overwrite=overwrite, chunks=chunk
+    )
 
 
 def _compute(*graphs: Any) -> tuple[Any, ...]:
