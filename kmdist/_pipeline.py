@@ -7,7 +7,6 @@ the others.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,15 @@ from ._learn import learn_palette
 from ._palette import Palette
 from ._preview import write_preview
 from ._small import small_batches_on_cluster
-from ._steps import ImageResult, OnExists, SegmentOptions, exact_palette_and_lut, named
-from ._store import is_complete, open_segmentation, write_blocks, write_segmentation
+from ._steps import (
+    ImageResult,
+    OnExists,
+    SegmentOptions,
+    attempt,
+    exact_palette_and_lut,
+    named,
+)
+from ._store import open_segmentation, write_blocks, write_segmentation
 
 __all__ = [
     "ImageResult",
@@ -52,41 +58,29 @@ def segment_one(
     Returns a result instead of raising for problems with this image (unreadable input,
     existing output, ...), so that a batch carries on.
     """
-    t0 = time.perf_counter()
-    try:
-        if on_exists == "skip" and is_complete(store, ref.name):
-            return ImageResult(ref.name, ref.source, "skipped", seconds=time.perf_counter() - t0)
+
+    def step() -> ImageResult:
+        pal, table = palette, lut
         image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-        if palette is None:
+        if pal is None:
             if opts.uses_histogram(image):
                 (hist,) = _compute(histogram_graph(image))
-                palette, lut = exact_palette_and_lut(hist, opts)
+                pal, table = exact_palette_and_lut(hist, opts)
             else:
-                palette = learn_palette(
+                pal = learn_palette(
                     image, opts.n_colors, method=opts.method, **opts.palette_kwargs()
                 )
-        label_and_write(
-            ref, image, store, palette, opts, lut=lut, overwrite=on_exists == "overwrite"
-        )
+        label_and_write(ref, image, store, pal, opts, lut=table, overwrite=on_exists == "overwrite")
         preview = None
         if preview_dir is not None:
             # The stored labels, not `labels`: that would label the image a second time.
             stored = open_segmentation(store, ref.name).labels
             path = Path(preview_dir) / f"{ref.name}.png"
-            preview = str(write_preview(path, image, stored, palette))
-        return ImageResult(
-            ref.name,
-            ref.source,
-            "done",
-            shape=tuple(int(s) for s in image.shape),
-            palette=palette,
-            seconds=time.perf_counter() - t0,
-            preview=preview,
-        )
-    except (ValueError, OSError) as exc:  # ImageReadError, OutputError, bad parameters
-        return ImageResult(
-            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=named(ref, exc)
-        )
+            preview = str(write_preview(path, image, stored, pal))
+        shape = tuple(int(s) for s in image.shape)
+        return ImageResult(ref.name, ref.source, "done", shape, pal, preview=preview)
+
+    return attempt(ref, store, on_exists, step)
 
 
 def label_and_write(

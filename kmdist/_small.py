@@ -9,7 +9,6 @@ images is one task on a worker, so that the workers run batches side by side.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ from ._histogram import chunk_histogram
 from ._inputs import ImageRef
 from ._learn import learn_palette
 from ._palette import Palette
-from ._steps import ImageResult, OnExists, SegmentOptions, exact_palette_and_lut, named
-from ._store import is_complete, write_segmentation
+from ._steps import ImageResult, OnExists, SegmentOptions, attempt, exact_palette_and_lut, named
+from ._store import write_segmentation
 
 __all__ = ["SMALL_PIXELS", "segment_small", "segment_small_batch", "small_batches_on_cluster"]
 
@@ -49,44 +48,28 @@ def segment_small(
 
     Problems with the image become a failed result, as in `segment_one`.
     """
-    t0 = time.perf_counter()
-    try:
-        if on_exists == "skip" and is_complete(store, ref.name):
-            return ImageResult(ref.name, ref.source, "skipped", seconds=time.perf_counter() - t0)
+
+    def step() -> ImageResult | None:
+        pal, table = palette, lut
         image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
         if image.shape[0] * image.shape[1] > SMALL_PIXELS:
             return None
         # In this process: a worker running this task must not submit graphs of its own.
         with dask.config.set(scheduler="sync"):
             pixels = np.asarray(image.compute())
-            if palette is None:
+            if pal is None:
                 if opts.uses_histogram(image):
-                    palette, lut = exact_palette_and_lut(chunk_histogram(pixels), opts)
+                    pal, table = exact_palette_and_lut(chunk_histogram(pixels), opts)
                 else:
-                    palette = learn_palette(
+                    pal = learn_palette(
                         pixels, opts.n_colors, method=opts.method, **opts.palette_kwargs()
                     )
-            labels = assign_pixels(pixels, palette, lut)
-            write_segmentation(
-                store,
-                ref.name,
-                labels,
-                palette,
-                source=ref.source,
-                overwrite=on_exists == "overwrite",
-            )
-        return ImageResult(
-            ref.name,
-            ref.source,
-            "done",
-            shape=tuple(int(s) for s in pixels.shape),
-            palette=palette,
-            seconds=time.perf_counter() - t0,
-        )
-    except (ValueError, OSError) as exc:  # ImageReadError, OutputError, bad parameters
-        return ImageResult(
-            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=named(ref, exc)
-        )
+            labels = assign_pixels(pixels, pal, table)
+            overwrite = on_exists == "overwrite"
+            write_segmentation(store, ref.name, labels, pal, source=ref.source, overwrite=overwrite)
+        return ImageResult(ref.name, ref.source, "done", tuple(int(s) for s in pixels.shape), pal)
+
+    return attempt(ref, store, on_exists, step)
 
 
 def segment_small_batch(

@@ -6,7 +6,10 @@ images (`kmdist._small`) use these, as do the Prefect flows.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import dask.array as da
@@ -18,11 +21,13 @@ from ._inputs import ImageRef
 from ._io import DEFAULT_MAX_PIXELS
 from ._learn import palette_from_histogram
 from ._palette import ColorSpace, Palette
+from ._store import is_complete
 
 __all__ = [
     "ImageResult",
     "OnExists",
     "SegmentOptions",
+    "attempt",
     "exact_palette_and_lut",
     "named",
 ]
@@ -97,3 +102,26 @@ def named(ref: ImageRef, exc: BaseException) -> str:
     """Return the error message, naming the image's source unless it already does."""
     message = str(exc)
     return message if ref.source in message else f"{ref.source}: {message}"
+
+
+def attempt[R: ImageResult | None](
+    ref: ImageRef, store: str | Path, on_exists: OnExists, step: Callable[[], R]
+) -> R | ImageResult:
+    """Run one image's `step` as a batch does, and time it.
+
+    An image complete in `store` is skipped when `on_exists` is "skip"; a problem with
+    this image (unreadable input, existing output, bad parameters) becomes a failed
+    result naming it instead of an exception, so that the batch carries on.
+    """
+    t0 = time.perf_counter()
+    try:
+        if on_exists == "skip" and is_complete(store, ref.name):
+            return ImageResult(ref.name, ref.source, "skipped", seconds=time.perf_counter() - t0)
+        result = step()
+    except (ValueError, OSError) as exc:  # ImageReadError, OutputError, bad parameters
+        return ImageResult(
+            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=named(ref, exc)
+        )
+    if isinstance(result, ImageResult):
+        result.seconds = time.perf_counter() - t0
+    return result
