@@ -101,33 +101,9 @@ def hamerly_step(
     scale = float(np.sqrt((centers**2).sum(axis=1)).max())
     n = X.shape[0]
     parts = min(_threads(), max(1, n // _PARALLEL_ABOVE))
-    if parts == 1:
-        return int(
-            _hamerly_step(
-                X,
-                bounds.wx,
-                bounds.w,
-                bounds.wxx,
-                centers,
-                shift,
-                bounds.labels,
-                bounds.upper,
-                bounds.lower,
-                bounds.sums,
-                bounds.weights,
-                bounds.sq,
-                scale,
-            )
-        )
-    edges = np.linspace(0, n, parts + 1).astype(int)
-    deltas = [
-        (np.zeros_like(bounds.sums), np.zeros_like(bounds.weights), np.zeros_like(bounds.sq))
-        for _ in range(parts)
-    ]
 
-    def run(i: int) -> int:
-        a, b = edges[i], edges[i + 1]
-        sums, weights, sq = deltas[i]
+    def run(a: int, b: int, sums: Any, weights: Any, sq: Any) -> int:
+        """One pass over samples [a, b), moment changes added to `sums`, `weights`, `sq`."""
         return int(
             _hamerly_step(
                 X[a:b],
@@ -146,9 +122,20 @@ def hamerly_step(
             )
         )
 
+    if parts == 1:
+        return run(0, n, bounds.sums, bounds.weights, bounds.sq)
+    edges: list[int] = np.linspace(0, n, parts + 1).astype(int).tolist()
+    deltas = [
+        (np.zeros_like(bounds.sums), np.zeros_like(bounds.weights), np.zeros_like(bounds.sq))
+        for _ in range(parts)
+    ]
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="kmdist-lloyd")
-    searched = sum(_pool.map(run, range(parts)))
+
+    def part(i: int) -> int:
+        return run(edges[i], edges[i + 1], *deltas[i])
+
+    searched = sum(_pool.map(part, range(parts)))
     for sums, weights, sq in deltas:
         bounds.sums += sums
         bounds.weights += weights
