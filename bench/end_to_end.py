@@ -24,20 +24,18 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
-from common import Measured, Row, check_ok, machine, python, run_measured, save
+from common import Measured, Row, check_ok, inertia, machine, python, run_measured, save
 from gigapixel import make_image
 
 RECIPES = Path(__file__).with_name("recipes.py")
 
 
 def labelled_inertia(src: Path, labels: da.Array, centers: np.ndarray) -> float:
-    """Inertia over every pixel of the labelled image, chunk by chunk, in float64."""
+    """`common.inertia` of the labelled image, chunk by chunk (it does not fit in memory)."""
     img = da.from_zarr(str(src))
-    centers = np.asarray(centers, dtype=np.float64)
 
     def block(x: np.ndarray, lab: np.ndarray) -> np.ndarray:
-        diff = x.astype(np.float64) - centers[lab[..., 0]]
-        return np.array([[(diff**2).sum()]])
+        return np.array([[inertia(x, centers, lab[..., 0])]])
 
     parts = da.map_blocks(
         block,
