@@ -207,28 +207,13 @@ def _run(
         for ref, info, error in _outcomes(writes):
             row = rows[ref.name]
             if error is None:
-                pal = palettes[ref.name]
-                row.update(
-                    status="done",
-                    k=pal.k,
-                    inertia=round(pal.inertia, 6),
-                    palette=" ".join(pal.hex_colors()),
-                    size="x".join(map(str, info["shape"])),
-                    seconds=info["write_seconds"],
-                )
-                log.info(
-                    "%s: %s, %d colours, inertia %.6g, written in %.1f s",
-                    ref.name,
-                    row["size"],
-                    pal.k,
-                    pal.inertia,
-                    info["write_seconds"],
+                _record_done(
+                    row, ref, palettes[ref.name], info["shape"], info["write_seconds"], log
                 )
                 if preview_dir:
                     row["preview"] = preview(ref, output, preview_dir, opts)
             else:
-                row.update(status="failed", error=error)
-                log.error("%s (%s) failed: %s", ref.name, ref.source, row["error"])
+                _record_failed(row, ref, error, log)
             advance()
         update_progress_artifact(progress, 100.0)
     summary = list(rows.values())
@@ -280,24 +265,47 @@ def _small_images(
                 large.append(ref)
                 continue
             row = rows[ref.name]
-            if res.ok and res.palette is not None:
-                pal = res.palette
-                row.update(
-                    status="done" if res.status == "done" else "skipped (complete)",
-                    k=pal.k,
-                    inertia=round(pal.inertia, 6),
-                    palette=" ".join(pal.hex_colors()),
-                    size="x".join(map(str, res.shape or ())),
-                    seconds=round(res.seconds, 2),
-                )
-                log.info("%s: %s, %d colours in %.2f s", ref.name, row["size"], pal.k, res.seconds)
-            elif res.ok:
+            if res.status == "done" and res.palette is not None:
+                _record_done(row, ref, res.palette, res.shape or (), res.seconds, log)
+            elif res.ok:  # completed by an earlier attempt of this batch task
                 row.update(status="skipped (complete)")
             else:
-                row.update(status="failed", error=res.error)
-                log.error("%s (%s) failed: %s", ref.name, ref.source, res.error)
+                _record_failed(row, ref, res.error, log)
             advance()
     return large
+
+
+def _record_done(
+    row: dict[str, Any],
+    ref: ImageRef,
+    palette: Palette,
+    shape: Sequence[int],
+    seconds: float,
+    log: Any,
+) -> None:
+    """Fill a finished image's summary row and log it."""
+    row.update(
+        status="done",
+        k=palette.k,
+        inertia=round(palette.inertia, 6),
+        palette=" ".join(palette.hex_colors()),
+        size="x".join(map(str, shape)),
+        seconds=round(seconds, 2),
+    )
+    log.info(
+        "%s: %s, %d colours, inertia %.6g, in %.2f s",
+        ref.name,
+        row["size"],
+        palette.k,
+        palette.inertia,
+        seconds,
+    )
+
+
+def _record_failed(row: dict[str, Any], ref: ImageRef, error: str | None, log: Any) -> None:
+    """Mark an image failed in its summary row and log why."""
+    row.update(status="failed", error=error)
+    log.error("%s (%s) failed: %s", ref.name, ref.source, error)
 
 
 def _shared_palettes(
