@@ -1,13 +1,18 @@
 """Read zip and tar archive members safely, in memory, never extracting them to disk.
 
 Members with an absolute path or a ``..`` component, links, device files, encrypted
-members, members too large to hold in memory and likely zip bombs are refused, both when
-an archive is listed and again when a member is opened: archives change.
+members, members too large to hold in memory and likely decompression bombs are refused, both
+when an archive is listed and again when a member is opened: archives change.
+
+A zip member is compared with its own compressed size. A tar archive compresses as one
+stream (``.tar.gz``, ``.tar.xz``, ...), so a member is compared with the size of the
+whole archive file: a 4 MB ``.tar.gz`` cannot honestly hold a 1 GB image.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import stat
 import tarfile
@@ -26,8 +31,8 @@ __all__ = [
 ]
 
 _MAX_MEMBER_BYTES = 4 << 30  # largest archive member read into memory
-_BOMB_RATIO = 100  # a zip member expanding more than this ...
-_BOMB_BYTES = 64 << 20  # ... to more than this is taken for a zip bomb
+_BOMB_RATIO = 100  # a member expanding more than this ...
+_BOMB_BYTES = 64 << 20  # ... to more than this is taken for a decompression bomb
 
 _ARCHIVES: tuple[tuple[str, Literal["zip", "tar"]], ...] = (
     (".zip", "zip"),
@@ -68,9 +73,10 @@ def archive_members(archive: str) -> dict[str, str | None]:
             # Later duplicates win, as in ZipFile.getinfo.
             zinfos = {i.filename: i for i in zf.infolist() if not i.is_dir()}
         return {n: _path_problem(n) or _zip_problem(i) for n, i in zinfos.items()}
+    packed = os.path.getsize(archive)
     with tarfile.open(archive, "r:*") as tf:
         tinfos = {i.name: i for i in tf.getmembers() if not i.isdir()}
-    return {n: _path_problem(n) or _tar_problem(i) for n, i in tinfos.items()}
+    return {n: _path_problem(n) or _tar_problem(i, packed) for n, i in tinfos.items()}
 
 
 @contextlib.contextmanager
@@ -86,9 +92,10 @@ def member_file(archive: str, member: str, source: str) -> Iterator[IO[bytes]]:
             with zf.open(zinfo) as fp:
                 yield fp
     else:
+        packed = os.path.getsize(archive)
         with tarfile.open(archive, "r:*") as tf:
             tinfo = _archive_member(tf.getmember, member, source)
-            _refuse(_tar_problem(tinfo), source)
+            _refuse(_tar_problem(tinfo, packed), source)
             tfp = tf.extractfile(tinfo)
             if tfp is None:
                 raise ImageReadError(source, "not a regular file; refused")
@@ -114,13 +121,14 @@ def _path_problem(member: str) -> str | None:
     return None
 
 
-def _size_problem(size: int, packed: int | None) -> str | None:
+def _size_problem(size: int, packed: int, packed_what: str) -> str | None:
+    """Why a member of `size` bytes is refused, given the `packed` bytes it comes from."""
     if size > _MAX_MEMBER_BYTES:
         return f"{size:,} bytes uncompressed, more than the {_MAX_MEMBER_BYTES:,} accepted; refused"
-    if packed is not None and size > _BOMB_BYTES and size > _BOMB_RATIO * max(packed, 1):
+    if size > _BOMB_BYTES and size > _BOMB_RATIO * max(packed, 1):
         return (
-            f"declares {size:,} bytes uncompressed from {packed:,} compressed (more than "
-            f"{_BOMB_RATIO}:1), a likely zip bomb; refused"
+            f"{size:,} bytes uncompressed from {packed_what} of {packed:,} bytes (more than "
+            f"{_BOMB_RATIO}:1), a likely decompression bomb; refused"
         )
     return None
 
@@ -130,10 +138,10 @@ def _zip_problem(info: zipfile.ZipInfo) -> str | None:
         return "a symbolic link; refused"
     if info.flag_bits & 0x1:
         return "encrypted; cannot be read"
-    return _size_problem(info.file_size, info.compress_size)
+    return _size_problem(info.file_size, info.compress_size, "a compressed member")
 
 
-def _tar_problem(info: tarfile.TarInfo) -> str | None:
+def _tar_problem(info: tarfile.TarInfo, packed: int) -> str | None:
     if info.issym():
         return f"a symbolic link (to {info.linkname!r}); refused"
     if info.islnk():
@@ -142,7 +150,7 @@ def _tar_problem(info: tarfile.TarInfo) -> str | None:
         return "a device file; refused"
     if not info.isfile():
         return "not a regular file; refused"
-    return _size_problem(info.size, None)
+    return _size_problem(info.size, packed, "an archive")
 
 
 def _archive_member[T](get: Callable[[str], T], member: str, source: str) -> T:

@@ -128,7 +128,7 @@ def open_images(
       ``.tar.xz``) gives one ref per image member, named like files in a folder, with
       source ``ARCHIVE::MEMBER``. Members are read from the archive, never extracted.
       Members with an absolute path or a ``..`` component, links, device files,
-      encrypted members and likely zip bombs are refused.
+      encrypted members and likely decompression bombs are refused.
     - A sequence of the above gives the concatenation.
 
     Each input's refs are sorted by path. Names are made unique, ignoring case, by

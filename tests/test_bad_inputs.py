@@ -288,6 +288,13 @@ def test_hostile_archives_in_a_batch(tmp_path, local_cluster, capsys):
     ):
         for _ in range(100):
             fp.write(bytes(1 << 20))
+    # A tar compresses as one stream: its member is set against the whole archive's size.
+    tgz_bomb = tmp_path / "tbomb.tar.gz"
+    with tarfile.open(tgz_bomb, "w:gz") as tf:
+        info = tarfile.TarInfo("bomb.png")
+        info.size = 100 << 20
+        tf.addfile(info, io.BytesIO(bytes(info.size)))
+    assert tgz_bomb.stat().st_size < 1 << 20
     out = tmp_path / "out" / "out.zarr"
     code = main(
         [
@@ -295,6 +302,7 @@ def test_hostile_archives_in_a_batch(tmp_path, local_cluster, capsys):
             str(zip_path),
             str(tar_path),
             str(bomb_path),
+            str(tgz_bomb),
             "-k",
             "4",
             "-o",
@@ -311,7 +319,8 @@ def test_hostile_archives_in_a_batch(tmp_path, local_cluster, capsys):
         f"{zip_path}::link.png": "symbolic link",
         f"{tar_path}::sym.png": "symbolic link",
         f"{tar_path}::dev.png": "device file",
-        f"{bomb_path}::bomb.png": "zip bomb",
+        f"{bomb_path}::bomb.png": "decompression bomb",
+        f"{tgz_bomb}::bomb.png": "decompression bomb",
     }
     for source, problem in refused.items():
         line = next(x for x in err.splitlines() if source in x)
