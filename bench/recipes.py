@@ -106,12 +106,12 @@ def io_floor(src: Path, out: Path) -> None:
     """kmdist's reads and level-0 writes with nothing computed in between."""
     import dask.array as da
     import zarr
-    from distributed import Client, LocalCluster
 
-    from kmdist import Palette
+    from kmdist import Palette, dask_client
     from kmdist._store import _level_writes
 
-    with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster):
+    # kmdist's own LocalCluster (same workers and settings), so only the compute differs.
+    with dask_client(n_workers=2):
         img = da.from_zarr(str(src))
         # First read: what the histogram pass reads.
         img.map_blocks(_touch, chunks=(1, 1, 1), dtype=np.uint8).compute()

@@ -11,11 +11,24 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dask
 from distributed import Client, LocalCluster, default_client
 
 __all__ = ["active_client", "dashboard_link", "dask_client", "scheduler_address"]
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
+
+# glibc settings for LocalCluster workers. Dask's default, MALLOC_TRIM_THRESHOLD_=65536,
+# returns freed memory to the OS at once but also fixes glibc's mmap threshold at 128 KiB,
+# so every chunk-sized array is a fresh mmap whose pages fault in again: a 1024 x 1024
+# RGB chunk read in 6.9 ms instead of 3.4 ms, its histogram in 14 ms instead of 9 ms.
+# At 16 MiB, chunk-sized arrays reuse heap memory while shard-sized blocks are still
+# mapped and returned: 1 GP ran in 35 s instead of 66 s, peak memory 1.62 GB instead of
+# 1.28 GB (bench/gigapixel.py; unset, glibc kept 2.04 GB).
+_WORKER_MALLOC = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(16 << 20),
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(16 << 20),
+}
 
 
 def active_client() -> Client | None:
@@ -69,6 +82,7 @@ def dask_client(
         return
     workers = n_workers or max(1, os.cpu_count() or 1)
     with (
+        dask.config.set(_WORKER_MALLOC),
         LocalCluster(
             n_workers=workers,
             threads_per_worker=threads_per_worker,

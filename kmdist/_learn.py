@@ -144,7 +144,8 @@ def palette_from_histogram(
         to_clustering_space(hist.colors(), space, "uint8"), hist.counts.astype(np.float64)
     )
     rng = check_random_state(random_state)
-    tol_abs = tol * rows.weighted_variance()
+    # The variance is a pass over every colour: only worth it when a tolerance needs it.
+    tol_abs = tol * rows.weighted_variance() if tol > 0 else 0.0
     if isinstance(init, str):
         seeding: Literal["k-means++", "random"] = "random" if init == "random" else "k-means++"
         # Seeding and restarts run on a coarse histogram (4 bits a channel, each bin at
