@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ OME_VERSION = "0.5"
 SEGMENTATION = "segmentation"
 _SEG_PATH = f"labels/{SEGMENTATION}"
 _LOCK_NAME = ".kmdist.lock"
+# A claim from another host holds until this long after the group's last write.
+_FOREIGN_LEASE = 15 * 60
 # A zarr LocalStore write in flight: `<stem>.<uuid4 hex>.partial`, renamed when complete.
 _PARTIAL = re.compile(r"[^/]+\.[0-9a-f]{32}\.partial")
 # Pyramids stop once the largest side fits a viewer's overview tile.
@@ -521,9 +524,10 @@ def _kmdist_block(palette: Palette, source: str, extra: Mapping[str, Any] | None
         "source": str(source),
         "version": kmdist_version,
         **extra,
-        # Who wrote it. While "claimed", a second run on this machine refuses while
-        # that process lives; the claim ends when the write completes or fails, so a
-        # long-lived Dask worker that wrote an image does not hold it afterwards.
+        # Who wrote it. While "claimed", a second run refuses while that process lives
+        # (or, from another host, while the group keeps changing: `_live_writer`); the
+        # claim ends when the write completes or fails, so a long-lived Dask worker that
+        # wrote an image does not hold it afterwards.
         "writer": {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -630,10 +634,10 @@ def _clear_previous(root: Path, name: str, overwrite: bool) -> None:
         raise OutputExistsError(
             f"{root}/{name}: already complete; pass overwrite=True (--overwrite) to replace it"
         )
-    writer = _live_writer(block)
+    writer = _live_writer(root, name, block)
     if writer is not None:
         raise OutputError(
-            f"{root}/{name}: being written by another run (process {writer}); wait for it to finish"
+            f"{root}/{name}: being written by another run ({writer}); wait for it to finish"
         )
     try:
         if target.is_dir() and not target.is_symlink():
@@ -646,19 +650,29 @@ def _clear_previous(root: Path, name: str, overwrite: bool) -> None:
         ) from exc
 
 
-def _live_writer(block: Mapping[str, Any] | None) -> int | None:
-    """Return the pid of another live process on this machine writing the image, if any.
+def _live_writer(root: Path, name: str, block: Mapping[str, Any] | None) -> str | None:
+    """Describe another run still writing image `name` of `root`, or return None.
 
-    A claim by a process that is gone (a crash; a reused pid is told apart by its start
-    time), by this process, or from another host (whose processes cannot be checked from
-    here) does not hold.
+    A claim by a process on this machine holds while that process lives (a reused pid is
+    told apart by its start time). A process on another host (a Kubernetes pod, a
+    container sharing the volume) cannot be checked from here, so its claim holds while
+    the group keeps changing: until `_FOREIGN_LEASE` seconds after its last write.
     """
     if block is None or block.get("complete") is True or block.get("claimed") is not True:
         return None
     writer = block.get("writer")
-    if not isinstance(writer, dict) or writer.get("host") != socket.gethostname():
+    if not isinstance(writer, dict):
         return None
     pid = writer.get("pid")
+    if writer.get("host") != socket.gethostname():
+        idle = time.time() - _last_write(root / name)
+        if idle >= _FOREIGN_LEASE:
+            return None
+        return (
+            f"process {pid} on host {writer.get('host')!r}, which wrote to it {idle:.0f} s "
+            f"ago; a run that stopped is taken over {_FOREIGN_LEASE // 60} min after its "
+            "last write"
+        )
     if not isinstance(pid, int) or pid == os.getpid():
         return None
     try:
@@ -670,7 +684,17 @@ def _live_writer(block: Mapping[str, Any] | None) -> int | None:
     started = writer.get("started")
     if started is not None and started != _process_start(pid):
         return None  # the pid now belongs to another process
-    return pid
+    return f"process {pid}"
+
+
+def _last_write(group: Path) -> float:
+    """Newest modification time of anything in `group` (its files and folders)."""
+    newest = group.lstat().st_mtime
+    for folder, dirs, files in os.walk(group):
+        for entry in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):  # a write in flight renamed it
+                newest = max(newest, os.lstat(os.path.join(folder, entry)).st_mtime)
+    return newest
 
 
 def _process_start(pid: int) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -118,3 +120,28 @@ def test_only_a_live_claim_holds(tmp_path, claimed):
     finally:
         live.kill()
         live.wait()
+
+
+def test_claim_from_another_host_holds_while_its_group_changes(tmp_path):
+    # A pod or container on another host cannot be asked whether it lives: its claim
+    # holds while it keeps writing, and lapses 15 minutes after its last write.
+    store = tmp_path / "out.zarr"
+    palette = Palette(np.array([[1, 2, 3], [4, 5, 6]]), np.array([2, 1]), 0.0)
+    labels = da.from_array(np.array([[0, 1], [1, 0]], dtype=np.uint8))
+    write_segmentation(store, "photo", labels, palette)
+    group = zarr.open_group(str(store / "photo" / "labels" / "segmentation"), mode="r+")
+    block = dict(group.attrs["kmdist"])
+    writer = {"host": "other-node-7", "pid": os.getpid(), "started": None}
+    block.update(complete=False, claimed=True, writer=writer)
+    group.attrs["kmdist"] = block  # just written by a run on another host
+    with pytest.raises(OutputError, match=r"host 'other-node-7', which wrote to it \d+ s ago"):
+        write_segmentation(store, "photo", labels, palette)
+    # The same claim, its group untouched for longer than the lease: the run is gone.
+    idle = time.time() - _store._FOREIGN_LEASE - 60
+    for path in [store / "photo", *(store / "photo").rglob("*")]:
+        os.utime(path, (idle, idle), follow_symlinks=False)
+    write_segmentation(store, "photo", labels, palette)
+    assert is_complete(store, "photo")
+    assert zarr.open_group(str(store / "photo" / "labels" / "segmentation")).attrs["kmdist"][
+        "writer"
+    ]["host"] == socket.gethostname()
