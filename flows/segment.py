@@ -211,7 +211,10 @@ def _run(
                     row, ref, palettes[ref.name], info["shape"], info["write_seconds"], log
                 )
                 if preview_dir:
-                    row["preview"] = preview(ref, output, preview_dir, opts)
+                    try:
+                        row["preview"] = preview(ref, output, preview_dir, opts)
+                    except Exception as exc:  # after its retries: this image's preview only
+                        _record_failed(row, ref, f"preview: {exc}", log)
             else:
                 _record_failed(row, ref, error, log)
             advance()

@@ -230,3 +230,73 @@ def test_flow_command_line(archive, tmp_path, local_cluster):
         "china-a",
         "flower-a",
     }
+
+
+def test_failed_preview_fails_its_image_only_and_artifacts_report(archive, tmp_path, local_cluster):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    previews = tmp_path / "pv"
+    (previews / "china-a.png").mkdir(parents=True)  # a folder where its preview goes
+    out = tmp_path / "o.zarr"
+    state = segment_archive(
+        str(archive / "with-bad"),
+        str(out),
+        k=4,
+        dask_address=local_cluster.scheduler_address,
+        preview_dir=str(previews),
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "2 of 3 images failed" in state.message
+    assert "truncated.jpg" in state.message and "preview" in state.message
+    assert (previews / "flower-a.png").is_file()
+    # The preview failed, not the segmentation: both good images are complete.
+    assert {i.name for i in list_segmentations(out) if i.complete} == {"china-a", "flower-a"}
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as api:
+        arts = {a.key: a for a in api.read_artifacts() if a.flow_run_id == run_id}
+        logs = api.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
+        )
+    assert arts["segmentation-progress"].data == 100.0
+    rows = {r["image"]: r for r in _table(arts["segmentation-summary"].data)}
+    assert rows["flower-a"]["status"] == "done" and rows["flower-a"]["k"] == 4
+    assert rows["china-a"]["status"] == "failed" and "preview" in rows["china-a"]["error"]
+    assert rows["truncated"]["status"] == "failed"
+    assert len(rows["flower-a"]["palette"].split()) == 4
+    # Per-image timings in the run's logs.
+    timed = [x.message for x in logs if re.match(r"flower-a: \S+, 4 colours, .* in \d", x.message)]
+    assert timed, [x.message for x in logs]
+
+
+def _table(data):
+    import json
+
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def test_io_error_is_retried(archive, tmp_path, local_cluster, monkeypatch):
+    import kmdist
+
+    calls = []
+    real = kmdist.label_and_write
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("Input/output error (a hiccup of the shared disk)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(kmdist, "label_and_write", flaky)
+    state = segment_image(
+        str(archive / "photos" / "china-b.png"),
+        str(tmp_path / "o.zarr"),
+        k=4,
+        dask_address=local_cluster.scheduler_address,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    assert len(calls) == 2
+    assert list_segmentations(tmp_path / "o.zarr")[0].complete
