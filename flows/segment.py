@@ -303,6 +303,9 @@ def _record_done(
         palette.inertia,
         seconds,
     )
+    if palette.shortfall:
+        row["warning"] = palette.shortfall
+        log.warning("%s: %s", ref.name, palette.shortfall)
 
 
 def _record_failed(row: dict[str, Any], ref: ImageRef, error: str | None, log: Any) -> None:

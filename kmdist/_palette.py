@@ -136,6 +136,20 @@ class Palette:
         return int(self.colors.shape[0])
 
     @property
+    def shortfall(self) -> str | None:
+        """Say why there are fewer colours than were asked for, or None if there are not.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> Palette(np.array([[7, 7, 7]]), np.array([400]), 0.0, n_clusters=16).shortfall
+        'only 1 distinct colour(s) in the image: 1 colour(s) instead of 16'
+        """
+        if self.k >= self.n_clusters:
+            return None
+        return f"only {self.k} distinct colour(s) in the image: {self.k} colour(s) instead of {self.n_clusters}"
+
+    @property
     def channels(self) -> int:
         """Channels per colour."""
         return int(self.colors.shape[1])

@@ -35,6 +35,8 @@ def _print_result(i: int, n: int, res: Any) -> None:
             f"{res.seconds:.1f} s\n    palette: {_swatches(pal)}",
             flush=True,
         )
+        if pal.shortfall:
+            print(f"    warning: {pal.shortfall}", flush=True)
 
 
 def _segment(args: argparse.Namespace) -> int:

@@ -89,17 +89,17 @@ CASES = {
         lambda: iio.imwrite("<bytes>", np.full((20, 20, 3), 7, np.uint8), extension=".png"),
         ("done", 1),
     ),
-    "grey.png": (lambda: _pil("L", "PNG"), ("done", 8)),
-    "grey-alpha.png": (lambda: _pil("LA", "PNG"), ("done", 8)),
-    "rgba.png": (lambda: _pil("RGBA", "PNG"), ("done", 8)),
-    "palette-mode.png": (lambda: _pil("P", "PNG"), ("done", 8)),
-    "cmyk.jpg": (lambda: _pil("CMYK", "JPEG"), ("done", 8)),
+    "grey.png": (lambda: _pil("L", "PNG"), ("done", 16)),
+    "grey-alpha.png": (lambda: _pil("LA", "PNG"), ("done", 16)),
+    "rgba.png": (lambda: _pil("RGBA", "PNG"), ("done", 16)),
+    "palette-mode.png": (lambda: _pil("P", "PNG"), ("done", 16)),
+    "cmyk.jpg": (lambda: _pil("CMYK", "JPEG"), ("done", 16)),
     "deep-16bit.png": (
         lambda: iio.imwrite("<bytes>", (CHINA[..., 0].astype(np.uint16) * 257), extension=".png"),
-        ("done", 8),
+        ("done", 16),
     ),
-    "multi-page.tif": (lambda: _tiff(np.stack([CHINA, 255 - CHINA])), ("done", 8)),
-    "animated.gif": (_gif, ("done", 8)),
+    "multi-page.tif": (lambda: _tiff(np.stack([CHINA, 255 - CHINA])), ("done", 16)),
+    "animated.gif": (_gif, ("done", 16)),
 }
 GOOD = ("good-a.png", "good-b.jpg")
 
@@ -124,7 +124,7 @@ def cli_run(batch, tmp_path_factory, local_cluster):
                 "segment",
                 str(batch),
                 "-k",
-                "8",
+                "16",
                 "-o",
                 str(out),
                 "--scheduler",
@@ -150,7 +150,7 @@ def test_cli_exits_one_and_good_images_complete(cli_run):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_case_through_the_cli(cli_run, batch, name):
-    _, _, stderr, out = cli_run
+    _, stdout, stderr, out = cli_run
     kind, detail = CASES[name][1]
     infos = {i.name: i for i in list_segmentations(out)}
     stem = _stem(name)
@@ -163,6 +163,9 @@ def test_each_case_through_the_cli(cli_run, batch, name):
         seg = open_segmentation(out, stem)
         assert seg.palette.k == detail
         assert seg.labels.shape == seg.image.shape[:2]
+        if detail < 16:  # fewer colours than asked: a warning on the image's report
+            report = stdout[stdout.index(f"] {stem} (") :].split("\n[", 1)[0]
+            assert f"warning: only {detail} distinct colour(s) in the image" in report
 
 
 @pytest.mark.slow
@@ -171,7 +174,7 @@ def test_each_case_through_the_flow(batch, tmp_path, local_cluster, prefect_harn
 
     out = tmp_path / "flow.zarr"
     state = segment_archive(
-        str(batch), str(out), k=8, dask_address=local_cluster.scheduler_address, return_state=True
+        str(batch), str(out), k=16, dask_address=local_cluster.scheduler_address, return_state=True
     )
     assert state.is_failed()
     complete = {i.name for i in list_segmentations(out) if i.complete}
