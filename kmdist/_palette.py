@@ -147,7 +147,10 @@ class Palette:
         """
         if self.k >= self.n_clusters:
             return None
-        return f"only {self.k} distinct colour(s) in the image: {self.k} colour(s) instead of {self.n_clusters}"
+        return (
+            f"only {self.k} distinct colour(s) in the image: {self.k} colour(s) instead of "
+            f"{self.n_clusters}"
+        )
 
     @property
     def channels(self) -> int:

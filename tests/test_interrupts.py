@@ -33,9 +33,10 @@ def photos(tmp_path_factory):
     return root
 
 
-def segment(photos, out, *extra, wait_for=None, send=None):
+def segment(photos, out, *extra, wait_for=None, send=None, until=None):
     """Run `kmdist segment` in its own process group; optionally signal the group once
-    the output shows `wait_for`. Returns (exit code, stdout, stderr)."""
+    the output shows `wait_for` and then `until()` holds. Returns (exit code, stdout,
+    stderr)."""
     cmd = [
         sys.executable,
         "-m",
@@ -61,6 +62,9 @@ def segment(photos, out, *extra, wait_for=None, send=None):
             lines.append(line)
             if wait_for in line:
                 time.sleep(0.3)  # into the next image's work
+                deadline = time.monotonic() + 120
+                while until is not None and not until() and time.monotonic() < deadline:
+                    time.sleep(0.005)
                 os.killpg(proc.pid, send)
                 break
     try:
@@ -88,10 +92,23 @@ def check_complete_ones_are_right(out, reference):
     return complete
 
 
+def writing(out):
+    """Names of images whose group is claimed but not complete, and has chunks on disk."""
+    return [
+        i.name
+        for i in list_segmentations(out)
+        if not i.complete and any((out / i.name / "0" / "c").glob("*"))
+    ]
+
+
 def test_sigkill_mid_run_then_resume(photos, tmp_path, reference):
     out = tmp_path / "o.zarr"
-    code, _, _ = segment(photos, out, wait_for="[2/6]", send=signal.SIGKILL)
+    code, _, _ = segment(
+        photos, out, wait_for="[2/6]", send=signal.SIGKILL, until=lambda: bool(writing(out))
+    )
     assert code == -signal.SIGKILL
+    # Killed while writing an image: its group is there, with chunks, and not complete.
+    assert writing(out)
     complete = check_complete_ones_are_right(out, reference)
     assert 2 <= len(complete) < N_IMAGES
     code, stdout, err = segment(photos, out, "--resume")

@@ -9,7 +9,6 @@ import re
 import stat
 import struct
 import tarfile
-import time
 import warnings
 import zipfile
 import zlib
