@@ -145,13 +145,22 @@ def _info(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     # The demo is the Prefect flow: the command line is the application's entry point,
     # the one place that reaches the flows package (the library itself never does).
+    try:  # the sample photos come with scikit-learn
+        import sklearn  # noqa: F401
+    except ImportError:
+        print(
+            "kmdist demo: error: needs scikit-learn for its sample photos; "
+            "install it with: pip install 'kmdist[demo]'",
+            file=sys.stderr,
+        )
+        return 2
     from flows.demo import run_demo
 
     from ._examples import blobs_example, china_examples, digits_example
 
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    result = run_demo(out, k=args.k)
+    result = run_demo(out, k=args.k, announce=lambda line: print(line, flush=True))
     for row in result["summary"]:
         print(f"{row['image']}: {row['size']}, {row['k']} colours, inertia {row['inertia']:.6g}")
     print(f"Segmented: {out / 'segmented.zarr'} (kmdist info {out / 'segmented.zarr'})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 
@@ -24,6 +25,7 @@ def test_demo_runs_the_flow_and_draws_the_seed_pictures(tmp_path, capsys, prefec
     out = capsys.readouterr().out
     assert "blobs:  inertia 212.01" in out  # the four blobs, fitted with the default seed
     assert "Prefect start-up" in out
+    assert re.search(r"Dask dashboard \(live while the demo runs\): http://\S+/status", out)
     infos = list_segmentations(tmp_path / "segmented.zarr")
     names = {i.name for i in infos}
     assert {"china", "flower"} <= names and all(i.complete and i.k == 16 for i in infos)

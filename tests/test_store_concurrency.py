@@ -142,6 +142,9 @@ def test_claim_from_another_host_holds_while_its_group_changes(tmp_path):
         os.utime(path, (idle, idle), follow_symlinks=False)
     write_segmentation(store, "photo", labels, palette)
     assert is_complete(store, "photo")
-    assert zarr.open_group(str(store / "photo" / "labels" / "segmentation")).attrs["kmdist"][
-        "writer"
-    ]["host"] == socket.gethostname()
+    assert (
+        zarr.open_group(str(store / "photo" / "labels" / "segmentation")).attrs["kmdist"]["writer"][
+            "host"
+        ]
+        == socket.gethostname()
+    )
