@@ -240,3 +240,27 @@ def test_info_reports_incomplete(tmp_path, capsys):
     store.create_group("half")
     assert main(["info", str(tmp_path / "s.zarr")]) == 1
     assert "half: INCOMPLETE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flags", "params"),
+    [
+        (["--method", "minibatch", "--seed", "3"], {"method": "minibatch", "random_state": 3}),
+        (["--color-space", "lab", "--seed", "5"], {"color_space": "lab", "random_state": 5}),
+    ],
+)
+def test_palette_flags_reach_the_palette(folder, tmp_path, local_cluster, flags, params):
+    from kmdist import learn_palette
+
+    out = tmp_path / "out.zarr"
+    argv = ["segment", str(folder / "flower.png"), "-k", "5", "-o", str(out)]
+    assert main([*argv, "--scheduler", local_cluster.scheduler_address, *flags]) == 0
+    seg = open_segmentation(out, "flower")
+    img = da.from_array(iio.imread(folder / "flower.png"), chunks=(64, 64, 3))
+    ref = learn_palette(img, 5, **params)  # chunked differently: only the sums' order differs
+    assert_array_equal(seg.palette.colors, ref.colors)
+    assert_array_equal(seg.palette.counts, ref.counts)
+    assert seg.palette.inertia == pytest.approx(ref.inertia, rel=1e-12)
+    assert seg.palette.method == params.get("method", "exact")
+    assert seg.palette.color_space == params.get("color_space", "rgb")
+    assert seg.palette.seed == params["random_state"]

@@ -58,6 +58,17 @@ def test_blobs_recovered(Est, blobs):
     assert est.cluster_centers_.shape == (4, 2)
 
 
+@pytest.mark.parametrize("Est", ESTIMATORS)
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_blobs_recovered_from_uneven_dask_chunks(Est, blobs, scheduler):
+    X, truth = blobs
+    with dask.config.set(scheduler=scheduler):
+        est = Est(4, random_state=0).fit(uneven(X, [120, 31, 149]))
+        labels = est.labels_.compute()
+    assert same_partition(labels, truth)
+    assert est.cluster_centers_.shape == (4, 2)
+
+
 def test_digits_within_one_percent_of_sklearn(digits, digits_reference):
     km = KMeans(10, random_state=0).fit(digits)
     assert km.cluster_centers_.shape == (10, 64)
@@ -90,6 +101,8 @@ def test_dask_on_local_cluster(digits, digits_reference, blobs, local_client):
     Xb, truth = blobs
     mb = MiniBatchKMeans(4, random_state=0, batch_size=50).fit(uneven(Xb, [120, 31, 149]))
     assert same_partition(mb.labels_.compute(), truth)
+    km4 = KMeans(4, random_state=0).fit(uneven(Xb, [120, 31, 149]))
+    assert same_partition(km4.labels_.compute(), truth)
 
 
 @pytest.mark.slow
@@ -353,3 +366,29 @@ def test_explicit_init_with_n_init_warns(blobs):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         KMeans(4, init=init).fit(blobs[0])
+
+
+def test_minibatch_early_stopping_on_smoothed_inertia():
+    from kmdist._minibatch import MiniBatchState
+
+    # With batch_size == n_samples the smoothing weight is ~1: the smoothed inertia is the
+    # batch inertia. Step 1 never stops; then 3 steps without a new minimum stop the run.
+    state = MiniBatchState(counts=np.zeros(2), batch_size=10, n_samples=9, reassignment_ratio=0)
+    inertias = [100.0, 50.0, 40.0, 45.0, 41.0, 40.5]
+    stops = [state.converged(i + 1, 1.0, 0.0, x * 10, 3) for i, x in enumerate(inertias)]
+    assert stops == [False, False, False, False, False, True]
+    assert not MiniBatchState(
+        counts=np.zeros(2), batch_size=10, n_samples=9, reassignment_ratio=0
+    ).converged(2, 1e-9, 0.0, 1.0, None)  # tol 0 and no max_no_improvement: never
+
+
+def test_minibatch_stops_early_unless_disabled(blobs):
+    X, _ = blobs
+    n_max = 100 * len(X) // 50  # max_iter epochs of batches of 50
+    kw = {"batch_size": 50, "random_state": 0, "max_iter": 100}
+    early = MiniBatchKMeans(4, max_no_improvement=3, **kw).fit(X)
+    never = MiniBatchKMeans(4, max_no_improvement=None, **kw).fit(X)
+    by_tol = MiniBatchKMeans(4, max_no_improvement=None, tol=1.0, **kw).fit(X)
+    assert early.n_steps_ < n_max and by_tol.n_steps_ < n_max
+    assert never.n_steps_ == n_max
+    assert early.inertia_ <= 1.05 * never.inertia_
