@@ -46,6 +46,7 @@ class Layout:
     units: tuple[int, ...]
     keep: int | None = None  # channels kept: drops trailing alpha
     palette: NDArray | None = field(default=None, compare=False)  # (n, 3) uint8 colours
+    cmyk: bool = False  # four ink channels, converted to RGB
 
     @property
     def selection(self) -> tuple[int | slice, ...]:
@@ -58,7 +59,7 @@ class Layout:
         c = self.shape[self.roles.index("c")] if "c" in self.roles else 1
         if self.keep is not None:
             c = min(c, self.keep)
-        if self.palette is not None:
+        if self.palette is not None or self.cmyk:
             c = 3
         return self.shape[self.roles.index("y")], self.shape[self.roles.index("x")], c
 
@@ -86,6 +87,13 @@ def to_yxc(arr: Any, layout: Layout) -> Any:
             meta = np.empty((0, 0, 0), np.uint8)
             return da.map_blocks(_lookup, arr, layout.palette, chunks=chunks, meta=meta)
         return _lookup(arr, layout.palette)
+    if layout.cmyk:
+        if isinstance(arr, da.Array):
+            chunks = (*arr.chunks[:2], (3,))
+            return da.map_blocks(
+                _cmyk_to_rgb, arr, chunks=chunks, meta=np.empty((0, 0, 0), arr.dtype)
+            )
+        return _cmyk_to_rgb(arr)
     if layout.dtype == np.bool_:
         return arr.astype(np.uint8) * np.uint8(255)  # like a bilevel PNG
     if arr.dtype != layout.out_dtype:
@@ -95,6 +103,13 @@ def to_yxc(arr: Any, layout: Layout) -> Any:
 
 def _lookup(block: NDArray, palette: NDArray) -> NDArray:
     return np.take(palette, block[..., 0], axis=0, mode="clip")
+
+
+def _cmyk_to_rgb(block: NDArray) -> NDArray:
+    """Ink to light as Pillow converts CMYK: R = max - C - K, clipped at 0 (and G, B)."""
+    top = np.iinfo(block.dtype).max
+    ink = block[..., :3].astype(np.int64) + block[..., 3:4]
+    return np.clip(top - ink, 0, top).astype(block.dtype)
 
 
 def _read_plan(
@@ -199,8 +214,16 @@ def tiff_source(tif: Any, source: str) -> tuple[Any, Layout]:
     is_palette = keyframe.photometric == tifffile.PHOTOMETRIC.PALETTE
     if is_palette and colormap is not None and "c" not in roles:
         palette = _tiff_palette(np.asarray(colormap))
+    # Separated (ink) samples, inkset CMYK (1, the default): four inks become RGB.
+    inks = (keep or shape[roles.index("c")]) if "c" in roles else 1
+    cmyk = (
+        keyframe.photometric == tifffile.PHOTOMETRIC.SEPARATED
+        and keyframe.tags.valueof(332, 1) == 1  # InkSet tag
+        and inks == 4
+        and np.dtype(z.dtype).kind == "u"
+    )
     units = tuple(int(u) for u in z.chunks)
-    layout = Layout(shape, np.dtype(z.dtype), roles, units, keep, palette)
+    layout = Layout(shape, np.dtype(z.dtype), roles, units, keep, palette, cmyk)
     return z, layout
 
 

@@ -209,6 +209,23 @@ def test_cmyk_jpeg_gives_rgb(tmp_path, flower):
     np.testing.assert_array_equal(out, np.asarray(Image.open(path).convert("RGB")))
 
 
+def test_cmyk_tiff_gives_rgb_as_pillow_converts(tmp_path, flower, rng):
+    path = tmp_path / "cmyk.tif"
+    Image.fromarray(flower).convert("CMYK").save(path, format="TIFF")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.SEPARATED
+    out = read(path)
+    assert out.shape == flower.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.asarray(Image.open(path).convert("RGB")))
+    # 16-bit inks, tiled (read lazily, chunk by chunk): the same formula at 16 bits.
+    inks = rng.integers(0, 65536, (40, 48, 4), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "c16.tif", inks, photometric="separated", tile=(16, 16))
+    img = open_image(tmp_path / "c16.tif")
+    assert img.shape == (40, 48, 3) and img.dtype == np.uint16
+    expected = np.clip(65535 - inks[..., :3].astype(np.int64) - inks[..., 3:], 0, None)
+    np.testing.assert_array_equal(img.compute(), expected)
+
+
 def test_bilevel_gives_0_255(tmp_path, rng):
     bits = rng.random((20, 30)) > 0.5
     out = read(save(tmp_path / "b.png", bits))
