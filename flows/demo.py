@@ -78,7 +78,7 @@ def run_demo(
             k=k,
             overwrite=True,
             preview_dir=str(output / "previews"),
-            dask_address=client.scheduler.address,
+            dask_address=client.scheduler_info()["address"],
         )
     t_flow = time.perf_counter()
     return {

@@ -12,14 +12,16 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath, PurePosixPath
+from typing import Any
 
 import dask.array as da
+import numpy.typing as npt
 
 from ._archive import archive_kind, archive_members, strip_archive_suffix
 from ._chunks import Chunks
 from ._errors import ImageReadError, describe
 from ._lazy import is_zarr
-from ._source import open_source
+from ._source import open_source, read_small
 from ._whole import DEFAULT_MAX_PIXELS
 
 __all__ = ["IMAGE_SUFFIXES", "ImageRef", "expand", "unique_names"]
@@ -76,6 +78,18 @@ class ImageRef:
         if self._problem is not None:
             raise ImageReadError(self.source, self._problem)
         return open_source(self._path or self.source, self._member, self.source, chunks, max_pixels)
+
+    def read_small(
+        self, most: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> npt.NDArray[Any] | None:
+        """Decode the image into memory if it has at most `most` pixels, with no Dask graph.
+
+        Returns None when it has more, and for TIFF files and Zarr stores (read lazily:
+        use `open`). Raises as `open` does.
+        """
+        if self._problem is not None:
+            raise ImageReadError(self.source, self._problem)
+        return read_small(self._path or self.source, self._member, self.source, max_pixels, most)
 
 
 # --- Listing files, folders, patterns and archives -----------------------------------

@@ -51,14 +51,17 @@ def segment_small(
 
     def step() -> ImageResult | None:
         pal, table = palette, lut
-        image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-        if image.shape[0] * image.shape[1] > SMALL_PIXELS:
-            return None
+        # Decoded straight into memory: a Dask graph costs more than a thumbnail's decoding.
+        pixels = ref.read_small(SMALL_PIXELS, max_pixels=opts.max_pixels)
         # In this process: a worker running this task must not submit graphs of its own.
         with dask.config.set(scheduler="sync"):
-            pixels = np.asarray(image.compute())
+            if pixels is None:  # TIFF or Zarr (read lazily), or too large
+                image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
+                if image.shape[0] * image.shape[1] > SMALL_PIXELS:
+                    return None
+                pixels = np.asarray(image.compute())
             if pal is None:
-                if opts.uses_histogram(image):
+                if opts.uses_histogram(pixels):
                     pal, table = exact_palette_and_lut(chunk_histogram(pixels), opts)
                 else:
                     pal = learn_palette(

@@ -7,19 +7,23 @@ checked here, and no error but `ImageReadError` (or `MemoryError`) escapes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
+from numpy.typing import NDArray
 
 from ._archive import member_file
 from ._chunks import Chunks, check_chunks
 from ._errors import ImageReadError, describe
 from ._lazy import TIFF_MAGIC, is_zarr, open_tiff, open_zarr
-from ._whole import whole_file, whole_header, whole_member
+from ._whole import Header, decode_file, decode_member, whole_file, whole_header, whole_member
 
-__all__ = ["open_source"]
+__all__ = ["open_source", "read_small"]
 
 
 def open_source(
@@ -30,53 +34,79 @@ def open_source(
     `source` names the image in errors: the path, or ``ARCHIVE::MEMBER``.
     """
     yx = check_chunks(chunks)
+    _check_max_pixels(max_pixels)
+    with _reading(source):
+        kind, header, stamp = _probe(path, member, source, max_pixels)
+        if kind == "zarr":
+            return open_zarr(path, source, yx)
+        if kind == "tiff":
+            return open_tiff(path, source, yx, stamp)
+        assert header is not None
+        if member is not None:
+            return whole_member(path, member, source, header, max_pixels, stamp, yx)
+        return whole_file(path, source, header, max_pixels, stamp, yx)
+
+
+def read_small(
+    path: str, member: str | None, source: str, max_pixels: int, most: int
+) -> NDArray[Any] | None:
+    """Decode an image of at most `most` pixels straight into memory, with no Dask graph.
+
+    Returns None for other images: larger ones, and TIFF files and Zarr stores, which
+    are read lazily (`open_source`). Errors are those of `open_source`.
+    """
+    _check_max_pixels(max_pixels)
+    with _reading(source):
+        _, header, stamp = _probe(path, member, source, max_pixels)
+        if header is None or header.shape[0] * header.shape[1] > most:
+            return None
+        if member is not None:
+            return decode_member(path, member, source, header, max_pixels, stamp)
+        return decode_file(path, source, header, max_pixels, stamp)
+
+
+def _check_max_pixels(max_pixels: int) -> None:
     if (
         isinstance(max_pixels, bool)
         or not isinstance(max_pixels, int | np.integer)
         or max_pixels < 1
     ):
         raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+
+
+@contextlib.contextmanager
+def _reading(source: str) -> Iterator[None]:
+    """No bare OSError, Pillow, tifffile or Zarr error escapes: say which input failed."""
     try:
-        if member is not None:
-            return _open_member(path, member, source, yx, max_pixels)
-        return _open_path(path, source, yx, max_pixels)
+        yield
     except (ImageReadError, MemoryError):
         raise
     except Exception as exc:
-        # No bare OSError, Pillow, tifffile or Zarr error escapes: say which input failed.
         raise ImageReadError(source, f"cannot read it ({describe(exc)})") from exc
 
 
-def _open_path(path: str, source: str, yx: tuple[int, int] | None, max_pixels: int) -> da.Array:
+def _probe(
+    path: str, member: str | None, source: str, max_pixels: int
+) -> tuple[Literal["zarr", "tiff", "whole"], Header | None, tuple[int, int]]:
+    """Say how to read a source; for images decoded whole, with their checked header."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ImageReadError(source, "file not found") from None
+        raise ImageReadError(source, "archive not found" if member else "file not found") from None
+    stamp = (st.st_size, st.st_mtime_ns)
+    if member is not None:
+        with member_file(path, member, source) as fp:
+            return "whole", whole_header(fp, source, max_pixels), stamp
     if stat.S_ISDIR(st.st_mode):
         if is_zarr(path):
-            return open_zarr(path, source, yx)
+            return "zarr", None, stamp
         raise ImageReadError(
             source, "a folder, not an image; open_images lists the images in a folder"
         )
     if st.st_size == 0:
         raise ImageReadError(source, "empty file")
-    stamp = (st.st_size, st.st_mtime_ns)
     with open(path, "rb") as fp:
         if fp.read(4) in TIFF_MAGIC:
-            return open_tiff(path, source, yx, stamp)
+            return "tiff", None, stamp
         fp.seek(0)
-        header = whole_header(fp, source, max_pixels)
-    return whole_file(path, source, header, max_pixels, stamp, yx)
-
-
-def _open_member(
-    archive: str, member: str, source: str, yx: tuple[int, int] | None, max_pixels: int
-) -> da.Array:
-    try:
-        st = os.stat(archive)
-    except FileNotFoundError:
-        raise ImageReadError(source, "archive not found") from None
-    with member_file(archive, member, source) as fp:
-        header = whole_header(fp, source, max_pixels)
-    stamp = (st.st_size, st.st_mtime_ns)
-    return whole_member(archive, member, source, header, max_pixels, stamp, yx)
+        return "whole", whole_header(fp, source, max_pixels), stamp

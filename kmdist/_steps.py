@@ -51,8 +51,8 @@ class SegmentOptions:
     chunks: int | tuple[int, int] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
 
-    def uses_histogram(self, image: da.Array) -> bool:
-        """Whether `image` takes the exact path: 8-bit RGB, unless mini-batch is asked for."""
+    def uses_histogram(self, image: da.Array | npt.NDArray[Any]) -> bool:
+        """Whether `image` (Dask or NumPy) is 8-bit RGB and mini-batch is not asked for."""
         return is_rgb8(image) and self.method != "minibatch"
 
     def palette_kwargs(self) -> dict[str, Any]:

@@ -25,7 +25,15 @@ from ._errors import ImageReadError, decode_errors
 from ._lazy import TIFF_MAGIC, tiff_source, to_yxc
 from ._png16 import png16_decode, png_info
 
-__all__ = ["DEFAULT_MAX_PIXELS", "whole_file", "whole_header", "whole_member"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "Header",
+    "decode_file",
+    "decode_member",
+    "whole_file",
+    "whole_header",
+    "whole_member",
+]
 
 DEFAULT_MAX_PIXELS: int = 1 << 30
 """Most pixels (y * x) accepted in an image that has to be decoded whole."""
@@ -34,7 +42,7 @@ NDArray = npt.NDArray[Any]
 
 
 @dataclass(frozen=True)
-class _Header:
+class Header:
     """What decoding will produce, known from the header alone."""
 
     kind: Literal["pillow", "png16", "tiff"]
@@ -42,7 +50,7 @@ class _Header:
     dtype: np.dtype[Any]
 
 
-def whole_header(fp: IO[bytes], source: str, max_pixels: int) -> _Header:
+def whole_header(fp: IO[bytes], source: str, max_pixels: int) -> Header:
     """Read the header at the start of seekable `fp`; check the size before any decoding."""
     head = fp.read(64)
     fp.seek(0)
@@ -51,9 +59,9 @@ def whole_header(fp: IO[bytes], source: str, max_pixels: int) -> _Header:
     if head[:4] in TIFF_MAGIC:
         with tifffile.TiffFile(fp) as tif:
             _, layout = tiff_source(tif, source)
-        header = _Header("tiff", layout.out_shape, layout.out_dtype)
+        header = Header("tiff", layout.out_shape, layout.out_dtype)
     elif (png := png_info(head)) is not None and png.own_decoder:
-        header = _Header("png16", (png.height, png.width, png.channels), np.dtype(np.uint16))
+        header = Header("png16", (png.height, png.width, png.channels), np.dtype(np.uint16))
     else:
         if png is not None:  # Pillow calls a PNG without pixels "not an image"
             _check_pixels(png.height, png.width, source, max_pixels)
@@ -77,7 +85,7 @@ def _too_large(size: str, max_pixels: int) -> str:
     )
 
 
-def _from_whole(decode: Any, header: _Header, yx: tuple[int, int] | None) -> da.Array:
+def _from_whole(decode: Any, header: Header, yx: tuple[int, int] | None) -> da.Array:
     meta = np.empty((0, 0, 0), header.dtype)
     arr = da.from_delayed(decode, header.shape, dtype=header.dtype, meta=meta)
     cy, cx = yx or (WHOLE_CHUNK, WHOLE_CHUNK)
@@ -87,13 +95,13 @@ def _from_whole(decode: Any, header: _Header, yx: tuple[int, int] | None) -> da.
 def whole_file(
     path: str,
     source: str,
-    header: _Header,
+    header: Header,
     max_pixels: int,
     stamp: tuple[int, int],
     yx: tuple[int, int] | None,
 ) -> da.Array:
     """Open an image file to be decoded whole, in one task, as a Dask array in chunks."""
-    decode = delayed(_decode_file, pure=True)(path, source, header, max_pixels, stamp)
+    decode = delayed(decode_file, pure=True)(path, source, header, max_pixels, stamp)
     return _from_whole(decode, header, yx)
 
 
@@ -101,18 +109,18 @@ def whole_member(
     archive: str,
     member: str,
     source: str,
-    header: _Header,
+    header: Header,
     max_pixels: int,
     stamp: tuple[int, int],
     yx: tuple[int, int] | None,
 ) -> da.Array:
     """Open an archive member to be decoded whole, in one task, as a Dask array in chunks."""
-    decode = delayed(_decode_member, pure=True)(archive, member, source, header, max_pixels, stamp)
+    decode = delayed(decode_member, pure=True)(archive, member, source, header, max_pixels, stamp)
     return _from_whole(decode, header, yx)
 
 
-def _decode_file(
-    path: str, source: str, header: _Header, max_pixels: int, stamp: tuple[int, int]
+def decode_file(
+    path: str, source: str, header: Header, max_pixels: int, stamp: tuple[int, int]
 ) -> NDArray:
     """Decode a whole image file; `stamp` (size, mtime) makes the task key follow the file."""
     with decode_errors(source), open(path, "rb") as fp:
@@ -120,11 +128,11 @@ def _decode_file(
     return _checked(arr, header, source)
 
 
-def _decode_member(
+def decode_member(
     archive: str,
     member: str,
     source: str,
-    header: _Header,
+    header: Header,
     max_pixels: int,
     stamp: tuple[int, int],
 ) -> NDArray:
@@ -135,7 +143,7 @@ def _decode_member(
     return _checked(arr, header, source)
 
 
-def _decode(fp: IO[bytes], header: _Header, max_pixels: int, source: str) -> NDArray:
+def _decode(fp: IO[bytes], header: Header, max_pixels: int, source: str) -> NDArray:
     if header.kind == "png16":
         data = fp.read()
         info = png_info(data[:64])
@@ -149,7 +157,7 @@ def _decode(fp: IO[bytes], header: _Header, max_pixels: int, source: str) -> NDA
     return _pillow_decode(fp, header, max_pixels, source)
 
 
-def _checked(arr: NDArray, header: _Header, source: str) -> NDArray:
+def _checked(arr: NDArray, header: Header, source: str) -> NDArray:
     if arr.shape != header.shape or arr.dtype != header.dtype:
         raise ImageReadError(
             source,
@@ -201,7 +209,7 @@ def _pillow_mode(mode: str, source: str) -> tuple[str | None, int, str]:
         raise ImageReadError(source, f"unsupported image mode {mode!r}") from None
 
 
-def _pillow_header(fp: IO[bytes], source: str, max_pixels: int) -> _Header:
+def _pillow_header(fp: IO[bytes], source: str, max_pixels: int) -> Header:
     _allow_pixels(max_pixels)
     try:
         with Image.open(fp) as img:  # reads the header only
@@ -211,10 +219,10 @@ def _pillow_header(fp: IO[bytes], source: str, max_pixels: int) -> _Header:
     except Image.DecompressionBombError:
         raise ImageReadError(source, _too_large("the image", max_pixels)) from None
     _, channels, dtype = _pillow_mode(mode, source)
-    return _Header("pillow", (height, width, channels), np.dtype(dtype))
+    return Header("pillow", (height, width, channels), np.dtype(dtype))
 
 
-def _pillow_decode(fp: IO[bytes], header: _Header, max_pixels: int, source: str) -> NDArray:
+def _pillow_decode(fp: IO[bytes], header: Header, max_pixels: int, source: str) -> NDArray:
     _allow_pixels(max_pixels)
     with Image.open(fp) as img:
         img.load()
