@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, Row, check_ok, machine, python, run_measured, save
+from common import ROOT, Measured, Row, check_ok, machine, python, run_measured, save
 
 SIDE = 256
 RECIPES = Path(__file__).with_name("recipes.py")
-# Both kmdist runs: 16 colours, a 2-worker LocalCluster, replacing an earlier run's output.
-ARGS = ["-k", "16", "--overwrite", "--workers", "2"]
 
 
 def _photos() -> list[np.ndarray]:
@@ -63,70 +62,57 @@ def make_archive(folder: Path, n: int) -> None:
         iio.imwrite(folder / f"img{i:05d}.png", np.clip(tile, 0, 255).astype(np.uint8))
 
 
-def run(n: int, work: Path, cap: float) -> dict[str, Any]:
-    """Measure the three ways on an archive of `n` images."""
+def run(n: int, work: Path, cap: float, repeats: int) -> dict[str, Any]:
+    """Measure the three ways on an archive of `n` images, each into an empty output.
+
+    Each way runs `repeats` times, interleaved, and is reported by its median run.
+    """
     folder = work / f"archive-{n}"
     make_archive(folder, n)
     case = f"{n} images of {SIDE}x{SIDE}"
-    rows = []
-    ours = run_measured(
-        [
+    kmdist_out, flow_out, sk_out = (
+        work / "archive-kmdist.zarr",
+        work / "archive-flow.zarr",
+        work / "archive-sklearn",
+    )
+    kmdist_cmd = ["-k", "16", "-o", str(kmdist_out), "--workers", "2"]
+    flow_cmd = ["-k", "16", "-o", str(flow_out), "--workers", "2"]
+    ways: dict[str, list[str]] = {
+        "kmdist segment": [python(), "-m", "kmdist.cli", "segment", str(folder), *kmdist_cmd],
+        "Prefect flow segment_archive": [
             python(),
-            "-m",
-            "kmdist.cli",
-            "segment",
+            str(ROOT / "flows/segment.py"),
             str(folder),
-            "-k",
-            "16",
-            "-o",
-            str(work / "archive-kmdist.zarr"),
-            "--overwrite",
-            "--workers",
-            "2",
-        ]
-    )
-    check_ok(ours, "kmdist segment")
-    rows.append(Row(case, "kmdist segment", ours.seconds, peak_rss_gb=ours.peak_rss_gb))
-    print(f"kmdist segment: {ours.seconds:.1f} s", flush=True)
-    flow = run_measured(
-        [
+            *flow_cmd,
+        ],
+        "sklearn MiniBatchKMeans(16) loop": [
             python(),
-            str(ROOT / "flows" / "segment.py"),
-            str(folder),
-            "-k",
-            "16",
-            "-o",
-            str(work / "archive-flow.zarr"),
-            "--overwrite",
-            "--workers",
-            "2",
-        ]
-    )
-    check_ok(flow, "segment_archive flow")
-    rows.append(
-        Row(case, "Prefect flow segment_archive", flow.seconds, peak_rss_gb=flow.peak_rss_gb)
-    )
-    print(f"Prefect flow: {flow.seconds:.1f} s", flush=True)
-    out = work / "archive-sklearn"
-    shutil.rmtree(out, ignore_errors=True)
-    seed = run_measured(
-        [
-            python(),
-            str(Path(__file__).with_name("recipes.py")),
+            str(RECIPES),
             "sklearn-loop",
             str(folder),
-            str(out),
+            str(sk_out),
         ],
-        timeout=cap,
-    )
-    check_ok(seed, "scikit-learn loop")
-    done = len(list(out.glob("*.png"))) if out.is_dir() else 0
-    note = f"capped at {cap:.0f} s after {done} of {n} images" if seed.capped else ""
-    seconds = seed.seconds * n / max(done, 1) if seed.capped else seed.seconds
-    if seed.capped:
-        note += f"; time extrapolated to {n} images"
-    rows.append(Row(case, "sklearn MiniBatchKMeans(16) loop", seconds, note=note))
-    print(f"sklearn loop: {seconds:.1f} s {note}", flush=True)
+    }
+    outputs = dict(zip(ways, (kmdist_out, flow_out, sk_out), strict=True))
+    runs: dict[str, list[Measured]] = {way: [] for way in ways}
+    notes: dict[str, str] = dict.fromkeys(ways, "")
+    for _ in range(repeats):
+        for way, cmd in ways.items():
+            shutil.rmtree(outputs[way], ignore_errors=True)  # every way starts empty
+            capped = way.startswith("sklearn")
+            m = run_measured(cmd, timeout=cap if capped else None)
+            check_ok(m, way)
+            if m.capped:  # the loop's time, extrapolated from the images it finished
+                done = len(list(sk_out.glob("*.png"))) if sk_out.is_dir() else 0
+                notes[way] = f"capped at {cap:.0f} s after {done} of {n} images; extrapolated"
+                m = replace(m, seconds=m.seconds * n / max(done, 1))
+            runs[way].append(m)
+            print(f"{way}: {m.seconds:.1f} s {notes[way]}", flush=True)
+    rows = []
+    for way, measured in runs.items():
+        mid = sorted(measured, key=lambda m: m.seconds)[len(measured) // 2]
+        times = [m.seconds for m in measured]
+        rows.append(Row(case, way, mid.seconds, None, mid.peak_rss_gb, notes[way], times))
     return {"machine": machine(), "images": n, "rows": rows}
 
 
@@ -135,11 +121,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/kmdist-bench"))
     parser.add_argument("--cap", type=float, default=1800.0, help="seconds for the seed loop")
-    parser.add_argument("--quick", action="store_true", help="100 images")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each way")
+    parser.add_argument("--quick", action="store_true", help="100 images, 1 run")
     args = parser.parse_args()
-    n = 100 if args.quick else args.images
+    n, repeats = (100, 1) if args.quick else (args.images, args.repeats)
     args.work.mkdir(parents=True, exist_ok=True)
-    save("archive-quick" if args.quick else "archive", run(n, args.work, args.cap))
+    save("archive-quick" if args.quick else "archive", run(n, args.work, args.cap, repeats))
 
 
 if __name__ == "__main__":

@@ -150,8 +150,9 @@ def render(results: dict[str, Any]) -> str:
     if "end_to_end" in results:
         lines += ["", "### End to end (`python bench/end_to_end.py`)", ""]
         lines += [
-            "| case | method | wall s | ratio kmdist / method | inertia | peak RSS GB | note |",
-            "|---|---|---|---|---|---|---|",
+            "| case | method | wall s (median) | runs s | ratio kmdist / method | inertia "
+            "| peak RSS GB | note |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         payload = results["end_to_end"]
         rows = _rows(payload, payload["rows"][0]["case"])
@@ -159,8 +160,9 @@ def render(results: dict[str, Any]) -> str:
         for method, r in rows.items():
             ratio = "" if method.startswith("kmdist segment (2") else f"{ours / r['seconds']:.2f}"
             inertia = "" if r["inertia"] is None else f"{r['inertia']:.6g}"
+            runs = ", ".join(f"{t:.1f}" for t in r.get("runs") or [r["seconds"]])
             lines.append(
-                f"| {r['case']} | {method} | {r['seconds']:.1f} | {ratio} | {inertia} "
+                f"| {r['case']} | {method} | {r['seconds']:.1f} | {runs} | {ratio} | {inertia} "
                 f"| {r['peak_rss_gb']:.2f} | {r['note']} |"
             )
     if "memory" in results:
@@ -179,12 +181,17 @@ def render(results: dict[str, Any]) -> str:
             )
     if "archive" in results:
         lines += ["", "### Archives (`python bench/archive.py`)", ""]
-        lines += ["| case | method | wall s | per image ms | note |", "|---|---|---|---|---|"]
+        lines += [
+            "| case | method | wall s (median) | runs s | per image ms | note |",
+            "|---|---|---|---|---|---|",
+        ]
         payload = results["archive"]
         for r in payload["rows"]:
             per = 1000 * r["seconds"] / payload["images"]
+            runs = ", ".join(f"{t:.1f}" for t in r.get("runs") or [r["seconds"]])
             lines.append(
-                f"| {r['case']} | {r['method']} | {r['seconds']:.1f} | {per:.0f} | {r['note']} |"
+                f"| {r['case']} | {r['method']} | {r['seconds']:.1f} | {runs} | {per:.0f} "
+                f"| {r['note']} |"
             )
     return "\n".join(lines) + "\n"
 

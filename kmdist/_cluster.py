@@ -23,7 +23,7 @@ ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 # so every chunk-sized array is a fresh mmap whose pages fault in again: a 1024 x 1024
 # RGB chunk read in 6.9 ms instead of 3.4 ms, its histogram in 14 ms instead of 9 ms.
 # At 16 MiB, chunk-sized arrays reuse heap memory while shard-sized blocks are still
-# mapped and returned: 1 GP ran in 35 s instead of 66 s, peak memory 1.62 GB instead of
+# mapped and returned: 1 GP ran in 35-40 s instead of 66 s, peak memory 1.6 GB instead of
 # 1.28 GB (bench/gigapixel.py; unset, glibc kept 2.04 GB).
 _WORKER_MALLOC = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(16 << 20),
