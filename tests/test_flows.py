@@ -255,11 +255,24 @@ def test_failed_preview_fails_its_image_only_and_artifacts_report(archive, tmp_p
     assert {i.name for i in list_segmentations(out) if i.complete} == {"china-a", "flower-a"}
 
     run_id = state.state_details.flow_run_id
+    pattern = re.compile(r"flower-a: \S+, 4 colours, .* in \d")
     with get_client(sync_client=True) as api:
         arts = {a.key: a for a in api.read_artifacts() if a.flow_run_id == run_id}
-        logs = api.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), limit=200
-        )
+        # Logs reach the API in batches from a background worker: page through all of
+        # them, and look again for a while if the line has not arrived yet.
+        deadline = time.monotonic() + 30
+        while True:
+            logs = []
+            while batch := api.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])),
+                limit=200,
+                offset=len(logs),
+            ):
+                logs += batch
+            timed = [x.message for x in logs if pattern.match(x.message)]
+            if timed or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
     assert arts["segmentation-progress"].data == 100.0
     rows = {r["image"]: r for r in _table(arts["segmentation-summary"].data)}
     assert rows["flower-a"]["status"] == "done" and rows["flower-a"]["k"] == 4
@@ -267,7 +280,6 @@ def test_failed_preview_fails_its_image_only_and_artifacts_report(archive, tmp_p
     assert rows["truncated"]["status"] == "failed"
     assert len(rows["flower-a"]["palette"].split()) == 4
     # Per-image timings in the run's logs.
-    timed = [x.message for x in logs if re.match(r"flower-a: \S+, 4 colours, .* in \d", x.message)]
     assert timed, [x.message for x in logs]
 
 
