@@ -106,10 +106,20 @@ def _lookup(block: NDArray, palette: NDArray) -> NDArray:
 
 
 def _cmyk_to_rgb(block: NDArray) -> NDArray:
-    """Ink to light as Pillow converts CMYK: R = max - C - K, clipped at 0 (and G, B)."""
-    top = np.iinfo(block.dtype).max
-    ink = block[..., :3].astype(np.int64) + block[..., 3:4]
-    return np.clip(top - ink, 0, top).astype(block.dtype)
+    """Ink to light as Pillow converts CMYK: R = (max - K) * (1 - C / max), and G, B.
+
+    For 8 bits with Pillow's integer rounding, so a CMYK TIFF gives the colours Pillow
+    gives (and a CMYK JPEG, which Pillow decodes, gets).
+    """
+    top = int(np.iinfo(block.dtype).max)
+    ink = block[..., :3].astype(np.int64)
+    nk = top - block[..., 3:4].astype(np.int64)
+    if top == 255:
+        t = ink * nk + 128
+        scaled = ((t >> 8) + t) >> 8  # Pillow's MULDIV255: round(ink * nk / 255)
+    else:
+        scaled = (ink * nk + top // 2) // top
+    return np.clip(nk - scaled, 0, top).astype(block.dtype)
 
 
 def _read_plan(
