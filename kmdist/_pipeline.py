@@ -103,7 +103,14 @@ def label_and_write(
     source = image if block == chunk else ref.open(chunks=block, max_pixels=opts.max_pixels)
     labels = segment(source, palette, lut=lut)
     write_segmentation(
-        store, ref.name, labels, palette, source=ref.source, overwrite=overwrite, chunks=chunk
+        store,
+        ref.name,
+        labels,
+        palette,
+        source=ref.source,
+        overwrite=overwrite,
+        chunks=chunk,
+        run=opts.run,
     )
 
 

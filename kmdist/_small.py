@@ -69,7 +69,9 @@ def segment_small(
                     )
             labels = assign_pixels(pixels, pal, table)
             overwrite = on_exists == "overwrite"
-            write_segmentation(store, ref.name, labels, pal, source=ref.source, overwrite=overwrite)
+            write_segmentation(
+                store, ref.name, labels, pal, source=ref.source, overwrite=overwrite, run=opts.run
+            )
         return ImageResult(ref.name, ref.source, "done", tuple(int(s) for s in pixels.shape), pal)
 
     return attempt(ref, store, on_exists, step)

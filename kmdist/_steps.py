@@ -7,6 +7,7 @@ images (`kmdist._small`) use these, as do the Prefect flows.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,9 @@ class SegmentOptions:
     eps: float | None = None
     chunks: int | tuple[int, int] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # Identifies this run in writer claims: a retried task of the same run (possibly on
+    # another host) takes its images over instead of waiting for its own claim to lapse.
+    run: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def uses_histogram(self, image: da.Array | npt.NDArray[Any]) -> bool:
         """Whether `image` (Dask or NumPy) is 8-bit RGB and mini-batch is not asked for."""

@@ -334,6 +334,7 @@ def write_segmentation(
     n_levels: int | None = None,
     extra: Mapping[str, Any] | None = None,
     chunks: tuple[int, int] | None = None,
+    run: str | None = None,
 ) -> None:
     """Write labels, their recoloured image and lower-resolution levels as OME-Zarr 0.5.
 
@@ -365,6 +366,9 @@ def write_segmentation(
     chunks : (int, int), optional
         Zarr chunk shape (y, x). By default the labels' own chunks when regular, else
         1024 x 1024; given, the labels may come in larger blocks (`write_blocks`).
+    run : str, optional
+        Identifies the run (batch) writing. A claim left by the same run, such as a
+        task retried on another host after its worker died, does not hold against it.
 
     Raises
     ------
@@ -392,7 +396,7 @@ def write_segmentation(
     _check_name(name)
     labels = _check_labels(labels, palette)
     shapes = _level_shapes(labels.shape, n_levels)
-    block = _kmdist_block(palette, source, extra)
+    block = _kmdist_block(palette, source, extra, run)
     _prepare_root(root)
     if chunks is not None:
         # Labels may come in shard-sized blocks (see `write_blocks`): each level is
@@ -406,7 +410,7 @@ def write_segmentation(
             labels = labels.rechunk(chunk)
     # Clearing and claiming the group is atomic between runs; writing is not locked.
     with _root_lock(root):
-        _clear_previous(root, name, overwrite)
+        _clear_previous(root, name, overwrite, run)
         image_group, seg_group = _create_groups(root, name, palette, len(shapes), block)
     sources: list[Any] = []
     targets: list[Any] = []
@@ -496,7 +500,9 @@ def _level_shapes(shape: tuple[int, ...], n_levels: int | None) -> list[tuple[in
     return shapes
 
 
-def _kmdist_block(palette: Palette, source: str, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+def _kmdist_block(
+    palette: Palette, source: str, extra: Mapping[str, Any] | None, run: str | None
+) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -532,6 +538,7 @@ def _kmdist_block(palette: Palette, source: str, extra: Mapping[str, Any] | None
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": _process_start(os.getpid()),
+            "run": run,
         },
         "claimed": True,
         "complete": False,
@@ -625,7 +632,7 @@ def _root_lock(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def _clear_previous(root: Path, name: str, overwrite: bool) -> None:
+def _clear_previous(root: Path, name: str, overwrite: bool, run: str | None) -> None:
     target = root / name
     if not os.path.lexists(target):
         return
@@ -634,7 +641,7 @@ def _clear_previous(root: Path, name: str, overwrite: bool) -> None:
         raise OutputExistsError(
             f"{root}/{name}: already complete; pass overwrite=True (--overwrite) to replace it"
         )
-    writer = _live_writer(root, name, block)
+    writer = _live_writer(root, name, block, run)
     if writer is not None:
         raise OutputError(
             f"{root}/{name}: being written by another run ({writer}); wait for it to finish"
@@ -650,8 +657,12 @@ def _clear_previous(root: Path, name: str, overwrite: bool) -> None:
         ) from exc
 
 
-def _live_writer(root: Path, name: str, block: Mapping[str, Any] | None) -> str | None:
+def _live_writer(
+    root: Path, name: str, block: Mapping[str, Any] | None, run: str | None
+) -> str | None:
     """Describe another run still writing image `name` of `root`, or return None.
+
+    A claim of this same `run` never holds: it is a retried task of the run.
 
     A claim by a process on this machine holds while that process lives (a reused pid is
     told apart by its start time). A process on another host (a Kubernetes pod, a
@@ -661,7 +672,7 @@ def _live_writer(root: Path, name: str, block: Mapping[str, Any] | None) -> str 
     if block is None or block.get("complete") is True or block.get("claimed") is not True:
         return None
     writer = block.get("writer")
-    if not isinstance(writer, dict):
+    if not isinstance(writer, dict) or (run is not None and writer.get("run") == run):
         return None
     pid = writer.get("pid")
     if writer.get("host") != socket.gethostname():

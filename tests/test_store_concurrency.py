@@ -148,3 +148,21 @@ def test_claim_from_another_host_holds_while_its_group_changes(tmp_path):
         ]
         == socket.gethostname()
     )
+
+
+def test_claim_of_the_same_run_on_another_host_does_not_hold(tmp_path):
+    # A batch retried by Dask on another host after its worker died takes its images over.
+    store = tmp_path / "out.zarr"
+    palette = Palette(np.array([[1, 2, 3], [4, 5, 6]]), np.array([2, 1]), 0.0)
+    labels = da.from_array(np.array([[0, 1], [1, 0]], dtype=np.uint8))
+    write_segmentation(store, "photo", labels, palette, run="run-a")
+    group = zarr.open_group(str(store / "photo" / "labels" / "segmentation"), mode="r+")
+    block = dict(group.attrs["kmdist"])
+    assert block["writer"]["run"] == "run-a"
+    writer = {"host": "other-node-7", "pid": os.getpid(), "started": None, "run": "run-a"}
+    block.update(complete=False, claimed=True, writer=writer)
+    group.attrs["kmdist"] = block  # the first attempt, just killed with its pod
+    with pytest.raises(OutputError, match="other-node-7"):
+        write_segmentation(store, "photo", labels, palette, run="run-b")
+    write_segmentation(store, "photo", labels, palette, run="run-a")
+    assert is_complete(store, "photo")
