@@ -21,7 +21,7 @@ from ._archive import archive_kind, archive_members, strip_archive_suffix
 from ._chunks import Chunks
 from ._errors import ImageReadError, describe
 from ._lazy import is_zarr
-from ._source import open_source, read_small
+from ._source import open_or_read, open_source
 from ._whole import DEFAULT_MAX_PIXELS
 
 __all__ = ["IMAGE_SUFFIXES", "ImageRef", "expand", "unique_names"]
@@ -79,17 +79,19 @@ class ImageRef:
             raise ImageReadError(self.source, self._problem)
         return open_source(self._path or self.source, self._member, self.source, chunks, max_pixels)
 
-    def read_small(
-        self, most: int, *, max_pixels: int = DEFAULT_MAX_PIXELS
-    ) -> npt.NDArray[Any] | None:
-        """Decode the image into memory if it has at most `most` pixels, with no Dask graph.
+    def open_small(
+        self, most: int, *, chunks: Chunks = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    ) -> da.Array | npt.NDArray[Any]:
+        """`open` the image, or decode it into memory if small and decoded whole anyway.
 
-        Returns None when it has more, and for TIFF files and Zarr stores (read lazily:
-        use `open`). Raises as `open` does.
+        An image of at most `most` pixels that is not read lazily comes back as a NumPy
+        array, with no Dask graph; TIFF files and Zarr stores (read lazily) and larger
+        images come back as from `open`. Raises as `open` does.
         """
         if self._problem is not None:
             raise ImageReadError(self.source, self._problem)
-        return read_small(self._path or self.source, self._member, self.source, max_pixels, most)
+        path = self._path or self.source
+        return open_or_read(path, self._member, self.source, chunks, max_pixels, most)
 
 
 # --- Listing files, folders, patterns and archives -----------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
@@ -52,14 +53,12 @@ def segment_small(
     def step() -> ImageResult | None:
         pal, table = palette, lut
         # Decoded straight into memory: a Dask graph costs more than a thumbnail's decoding.
-        pixels = ref.read_small(SMALL_PIXELS, max_pixels=opts.max_pixels)
+        image = ref.open_small(SMALL_PIXELS, chunks=opts.chunks, max_pixels=opts.max_pixels)
+        if image.shape[0] * image.shape[1] > SMALL_PIXELS:
+            return None
         # In this process: a worker running this task must not submit graphs of its own.
         with dask.config.set(scheduler="sync"):
-            if pixels is None:  # TIFF or Zarr (read lazily), or too large
-                image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-                if image.shape[0] * image.shape[1] > SMALL_PIXELS:
-                    return None
-                pixels = np.asarray(image.compute())
+            pixels = np.asarray(image.compute() if isinstance(image, da.Array) else image)
             if pal is None:
                 if opts.uses_histogram(pixels):
                     pal, table = exact_palette_and_lut(chunk_histogram(pixels), opts)

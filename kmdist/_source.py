@@ -23,7 +23,7 @@ from ._errors import ImageReadError, describe
 from ._lazy import TIFF_MAGIC, is_zarr, open_tiff, open_zarr
 from ._whole import Header, decode_file, decode_member, whole_file, whole_header, whole_member
 
-__all__ = ["open_source", "read_small"]
+__all__ = ["open_or_read", "open_source"]
 
 
 def open_source(
@@ -32,6 +32,19 @@ def open_source(
     """Open file or Zarr store `path`, or its `member` if it is an archive, as (y, x, c).
 
     `source` names the image in errors: the path, or ``ARCHIVE::MEMBER``.
+    """
+    image = open_or_read(path, member, source, chunks, max_pixels, most=0)
+    assert isinstance(image, da.Array)
+    return image
+
+
+def open_or_read(
+    path: str, member: str | None, source: str, chunks: Chunks, max_pixels: int, most: int
+) -> da.Array | NDArray[Any]:
+    """`open_source`, or a NumPy array for a small image that is decoded whole anyway.
+
+    An image of at most `most` pixels that is not a TIFF file or Zarr store (those are
+    read lazily) is decoded straight into memory, with no Dask graph.
     """
     yx = check_chunks(chunks)
     _check_max_pixels(max_pixels)
@@ -42,27 +55,14 @@ def open_source(
         if kind == "tiff":
             return open_tiff(path, source, yx, stamp)
         assert header is not None
+        small = header.shape[0] * header.shape[1] <= most
         if member is not None:
+            if small:
+                return decode_member(path, member, source, header, max_pixels, stamp)
             return whole_member(path, member, source, header, max_pixels, stamp, yx)
+        if small:
+            return decode_file(path, source, header, max_pixels, stamp)
         return whole_file(path, source, header, max_pixels, stamp, yx)
-
-
-def read_small(
-    path: str, member: str | None, source: str, max_pixels: int, most: int
-) -> NDArray[Any] | None:
-    """Decode an image of at most `most` pixels straight into memory, with no Dask graph.
-
-    Returns None for other images: larger ones, and TIFF files and Zarr stores, which
-    are read lazily (`open_source`). Errors are those of `open_source`.
-    """
-    _check_max_pixels(max_pixels)
-    with _reading(source):
-        _, header, stamp = _probe(path, member, source, max_pixels)
-        if header is None or header.shape[0] * header.shape[1] > most:
-            return None
-        if member is not None:
-            return decode_member(path, member, source, header, max_pixels, stamp)
-        return decode_file(path, source, header, max_pixels, stamp)
 
 
 def _check_max_pixels(max_pixels: int) -> None:
