@@ -82,23 +82,23 @@ def to_yxc(arr: Any, layout: Layout) -> Any:
     if layout.keep is not None:
         arr = arr[..., : layout.keep]
     if layout.palette is not None:
-        if isinstance(arr, da.Array):
-            chunks = (*arr.chunks[:2], (3,))
-            meta = np.empty((0, 0, 0), np.uint8)
-            return da.map_blocks(_lookup, arr, layout.palette, chunks=chunks, meta=meta)
-        return _lookup(arr, layout.palette)
+        return _to_rgb(_lookup, arr, np.dtype(np.uint8), layout.palette)
     if layout.cmyk:
-        if isinstance(arr, da.Array):
-            chunks = (*arr.chunks[:2], (3,))
-            return da.map_blocks(
-                _cmyk_to_rgb, arr, chunks=chunks, meta=np.empty((0, 0, 0), arr.dtype)
-            )
-        return _cmyk_to_rgb(arr)
+        return _to_rgb(_cmyk_to_rgb, arr, arr.dtype)
     if layout.dtype == np.bool_:
         return arr.astype(np.uint8) * np.uint8(255)  # like a bilevel PNG
     if arr.dtype != layout.out_dtype:
         return arr.astype(layout.out_dtype)
     return arr
+
+
+def _to_rgb(convert: Any, arr: Any, dtype: np.dtype[Any], *args: Any) -> Any:
+    """Apply a (y, x, c) -> (y, x, 3) conversion to a NumPy array or block by block."""
+    if isinstance(arr, da.Array):
+        chunks = (*arr.chunks[:2], (3,))
+        meta = np.empty((0, 0, 0), dtype)
+        return da.map_blocks(convert, arr, *args, chunks=chunks, meta=meta)
+    return convert(arr, *args)
 
 
 def _lookup(block: NDArray, palette: NDArray) -> NDArray:
