@@ -18,7 +18,6 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
 from typing import Any, Literal, cast
 from uuid import UUID
 
@@ -134,7 +133,9 @@ def preview(ref: ImageRef, output: str, preview_dir: str, opts: SegmentOptions) 
     seg = kmdist.open_segmentation(output, ref.name)
     image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
     return str(
-        kmdist.write_preview(Path(preview_dir) / f"{ref.name}.png", image, seg.labels, seg.palette)
+        kmdist.write_preview(
+            f"{preview_dir.rstrip('/')}/{ref.name}.png", image, seg.labels, seg.palette
+        )
     )
 
 

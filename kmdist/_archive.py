@@ -12,7 +12,6 @@ whole archive file: a 4 MB ``.tar.gz`` cannot honestly hold a 1 GB image.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import stat
 import tarfile
@@ -21,6 +20,8 @@ from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
 from ._errors import ImageReadError
+from ._fs import open_input
+from ._fs import stat as input_stat
 
 __all__ = [
     "archive_kind",
@@ -69,12 +70,12 @@ def archive_members(archive: str) -> dict[str, str | None]:
     Raises whatever the zip or tar module raises when the archive cannot be read.
     """
     if archive_kind(archive) == "zip":
-        with zipfile.ZipFile(archive) as zf:
+        with open_input(archive) as fh, zipfile.ZipFile(fh) as zf:
             # Later duplicates win, as in ZipFile.getinfo.
             zinfos = {i.filename: i for i in zf.infolist() if not i.is_dir()}
         return {n: _path_problem(n) or _zip_problem(i) for n, i in zinfos.items()}
-    packed = os.path.getsize(archive)
-    with tarfile.open(archive, "r:*") as tf:
+    packed = input_stat(archive).size
+    with open_input(archive) as fh, tarfile.open(fileobj=fh, mode="r:*") as tf:
         tinfos = {i.name: i for i in tf.getmembers() if not i.isdir()}
     return {n: _path_problem(n) or _tar_problem(i, packed) for n, i in tinfos.items()}
 
@@ -86,14 +87,14 @@ def member_file(archive: str, member: str, source: str) -> Iterator[IO[bytes]]:
     if problem:
         raise ImageReadError(source, problem)
     if archive_kind(archive) == "zip":
-        with zipfile.ZipFile(archive) as zf:
+        with open_input(archive) as fh, zipfile.ZipFile(fh) as zf:
             zinfo = _archive_member(zf.getinfo, member, source)
             _refuse(_zip_problem(zinfo), source)
             with zf.open(zinfo) as fp:
                 yield fp
     else:
-        packed = os.path.getsize(archive)
-        with tarfile.open(archive, "r:*") as tf:
+        packed = input_stat(archive).size
+        with open_input(archive) as fh, tarfile.open(fileobj=fh, mode="r:*") as tf:
             tinfo = _archive_member(tf.getmember, member, source)
             _refuse(_tar_problem(tinfo, packed), source)
             tfp = tf.extractfile(tinfo)

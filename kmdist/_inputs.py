@@ -20,6 +20,7 @@ import numpy.typing as npt
 from ._archive import archive_kind, archive_members, strip_archive_suffix
 from ._chunks import Chunks
 from ._errors import ImageReadError, describe
+from ._fs import is_url, join, remote
 from ._lazy import is_zarr
 from ._source import open_or_read, open_source
 from ._whole import DEFAULT_MAX_PIXELS
@@ -110,6 +111,8 @@ def _is_image_name(path: str) -> bool:
 
 def expand(path: str, follow_symlinks: bool) -> list[ImageRef]:
     """List the images in one file, folder, glob pattern or archive; see `open_images`."""
+    if is_url(path):
+        return _expand_url(path)
     if os.path.lexists(path):
         if os.path.isdir(path):
             if is_zarr(path):
@@ -200,6 +203,70 @@ def _expand_glob(pattern: str) -> list[ImageRef]:
     return refs
 
 
+def _expand_url(url: str) -> list[ImageRef]:
+    """List the images at a storage URL: an object, a prefix ("folder") or a pattern.
+
+    Prefixes are listed as folders are (image files and ``*.zarr`` stores, hidden names
+    skipped); object stores have no symbolic links to guard against.
+    """
+    fs, path = remote(url)
+    if any(ch in path for ch in "*?["):
+        return _glob_url(fs, path, url)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise ImageReadError(url, "file not found") from None
+    name = PurePosixPath(path.rstrip("/")).name
+    if info.get("type") == "directory":
+        if is_zarr(url):
+            return [_file_ref(name, url)]
+        return _walk_url(fs, path, url)
+    if archive_kind(path):
+        return _list_archive(url)
+    return [_file_ref(name, url)]
+
+
+def _walk_url(fs: Any, root: str, url: str) -> list[ImageRef]:
+    found: dict[str, ImageRef] = {}
+    for path in fs.find(root, withdirs=False):
+        parts = path[len(root) :].strip("/").split("/")
+        # The first folder named *.zarr is a store: one image, its contents not listed.
+        store = next((i for i, p in enumerate(parts[:-1]) if p.lower().endswith(".zarr")), None)
+        shown = parts if store is None else parts[: store + 1]
+        if any(_hidden(p) for p in shown):
+            continue
+        rel = "/".join(shown)
+        if store is not None or PurePosixPath(rel).suffix.lower() in IMAGE_SUFFIXES:
+            found.setdefault(rel, _file_ref(rel, join(url, rel)))
+    return [found[rel] for rel in sorted(found)]
+
+
+def _glob_url(fs: Any, pattern: str, url: str) -> list[ImageRef]:
+    matches = fs.glob(pattern, detail=True)
+    if not matches:
+        raise ImageReadError(url, "no file matches this pattern")
+    head: list[str] = []
+    for part in pattern.split("/"):
+        if any(ch in part for ch in "*?["):
+            break
+        head.append(part)
+    root = "/".join(head)
+    refs: list[ImageRef] = []
+    for path in sorted(matches):
+        rel = path[len(root) :].strip("/") if path.startswith(root) else path
+        if any(_hidden(p) for p in rel.split("/")):
+            continue  # as glob.glob skips them locally
+        full = fs.unstrip_protocol(path)
+        if matches[path].get("type") == "directory":
+            if is_zarr(full):
+                refs.append(_file_ref(rel, full))
+        elif archive_kind(path):
+            refs.extend(_list_archive(full))
+        elif PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES:
+            refs.append(_file_ref(rel, full))
+    return refs
+
+
 def _list_archive(archive: str) -> list[ImageRef]:
     try:
         found = archive_members(archive)
@@ -207,7 +274,7 @@ def _list_archive(archive: str) -> list[ImageRef]:
         raise
     except Exception as exc:
         # Reported as a failed image, not raised: the other inputs still run.
-        name = _sanitise(strip_archive_suffix(os.path.basename(archive)))
+        name = _sanitise(strip_archive_suffix(PurePosixPath(archive.replace("\\", "/")).name))
         problem = f"cannot read the archive ({describe(exc)})"
         return [ImageRef(name, archive, archive, None, problem)]
     return [

@@ -31,6 +31,7 @@ from ._archive import archive_kind
 from ._chunks import Chunks
 from ._chunks import aligned_chunks as _aligned_chunks  # noqa: F401  (tests import it from here)
 from ._errors import ImageReadError
+from ._fs import is_url
 from ._inputs import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from ._inputs import ImageRef, expand, unique_names
 from ._source import open_source
@@ -101,7 +102,7 @@ def open_image(
     """
     path = os.fspath(source)
     archive, sep, member = path.partition("::")
-    if sep and member and archive_kind(archive) and not os.path.exists(path):
+    if sep and member and archive_kind(archive) and (is_url(path) or not os.path.exists(path)):
         return open_source(archive, member, path, chunks, max_pixels)
     return open_source(path, None, path, chunks, max_pixels)
 

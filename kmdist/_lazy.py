@@ -21,6 +21,7 @@ import zarr
 
 from ._chunks import MAX_CHUNK_BYTES, WHOLE_CHUNK, aligned_chunks
 from ._errors import ImageReadError, decode_errors, describe
+from ._fs import Stamp, is_url, open_input, remote, stat
 
 __all__ = ["TIFF_MAGIC", "Layout", "is_zarr", "open_tiff", "open_zarr", "tiff_source", "to_yxc"]
 
@@ -171,11 +172,18 @@ def _cached_source(kind: str, path: str, inner: str, stamp: object) -> Any:
     # `stamp` (size, mtime) reopens a file that changed. The TiffFile stays open for as
     # long as its store is cached.
     if kind == "tiff":
-        store = tifffile.TiffFile(path).aszarr(
+        store = tifffile.TiffFile(open_input(path)).aszarr(
             series=0, level=0, maxworkers=_DECODE_THREADS, read_only=True
         )
         return zarr.open_array(store, mode="r")
-    return zarr.open_array(path, path=inner, mode="r")
+    return zarr.open_array(_zarr_store(path), path=inner, mode="r")
+
+
+def _zarr_store(path: str) -> Any:
+    # Zarr opens URLs through fsspec too, but read-only only when told so.
+    if is_url(path):
+        return zarr.storage.FsspecStore.from_url(path, read_only=True)
+    return path
 
 
 def _lazy_array(source: _LazySource, layout: Layout, yx: tuple[int, int] | None) -> da.Array:
@@ -186,12 +194,10 @@ def _lazy_array(source: _LazySource, layout: Layout, yx: tuple[int, int] | None)
     return arr if after is None else arr.rechunk((*after, -1))
 
 
-def open_tiff(
-    path: str, source: str, yx: tuple[int, int] | None, stamp: tuple[int, int]
-) -> da.Array:
+def open_tiff(path: str, source: str, yx: tuple[int, int] | None, stamp: Stamp) -> da.Array:
     """Open a TIFF file's first series, level 0, lazily; `stamp` is its (size, mtime)."""
     try:
-        with tifffile.TiffFile(path) as tif:
+        with open_input(path) as fh, tifffile.TiffFile(fh) as tif:
             _, layout = tiff_source(tif, source)
     except (ImageReadError, MemoryError):
         raise
@@ -247,15 +253,18 @@ def _tiff_palette(colormap: NDArray) -> NDArray:
 def is_zarr(path: str) -> bool:
     """Whether folder `path` is a Zarr store: named ``*.zarr``, or holding Zarr metadata."""
     names = ("zarr.json", ".zarray", ".zgroup")
-    return path.rstrip("/\\").lower().endswith(".zarr") or any(
-        os.path.isfile(os.path.join(path, n)) for n in names
-    )
+    if path.rstrip("/\\").lower().endswith(".zarr"):
+        return True
+    if is_url(path):
+        fs, root = remote(path)
+        return any(fs.isfile(f"{root.rstrip('/')}/{n}") for n in names)
+    return any(os.path.isfile(os.path.join(path, n)) for n in names)
 
 
 def open_zarr(path: str, source: str, yx: tuple[int, int] | None) -> da.Array:
     """Open the image in a Zarr store (an array, or an OME-Zarr image's level 0) lazily."""
     try:
-        node = zarr.open(path, mode="r")
+        node = zarr.open(_zarr_store(path), mode="r")
     except Exception as exc:
         raise ImageReadError(source, f"not a readable Zarr store ({describe(exc)})") from exc
     arr, inner, axes = _zarr_image(node, source)
@@ -265,7 +274,7 @@ def open_zarr(path: str, source: str, yx: tuple[int, int] | None) -> da.Array:
     roles = _zarr_roles(axes, shape, source)
     units = tuple(int(u) for u in (arr.shards or arr.chunks))
     layout = Layout(shape, np.dtype(arr.dtype), roles, units)
-    lazy = _LazySource("zarr", path, inner, source, layout, os.stat(path).st_mtime_ns)
+    lazy = _LazySource("zarr", path, inner, source, layout, stat(path).stamp)
     return _lazy_array(lazy, layout, yx)
 
 

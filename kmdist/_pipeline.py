@@ -7,6 +7,7 @@ the others.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy.typing as npt
 
 from ._assign import segment
 from ._cluster import active_client
+from ._fs import join
 from ._histogram import ColorHistogram, histogram_graph, merge_histograms
 from ._inputs import ImageRef
 from ._learn import learn_palette
@@ -75,7 +77,7 @@ def segment_one(
         if preview_dir is not None:
             # The stored labels, not `labels`: that would label the image a second time.
             stored = open_segmentation(store, ref.name).labels
-            path = Path(preview_dir) / f"{ref.name}.png"
+            path = join(os.fspath(preview_dir), f"{ref.name}.png")
             preview = str(write_preview(path, image, stored, pal))
         shape = tuple(int(s) for s in image.shape)
         return ImageResult(ref.name, ref.source, "done", shape, pal, preview=preview)

@@ -7,6 +7,7 @@ most `max_side` pixels a side reaches the calling process.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import tempfile
@@ -19,6 +20,7 @@ import numpy.typing as npt
 from dask.base import compute
 from PIL import Image
 
+from ._fs import is_url, remote
 from ._palette import Palette
 
 __all__ = ["swatch_side", "write_preview"]
@@ -34,13 +36,13 @@ def write_preview(
     palette: Palette,
     *,
     max_side: int = 512,
-) -> Path:
+) -> Path | str:
     """Write a PNG: original | recoloured on top, a strip of palette swatches below.
 
     Parameters
     ----------
     path : str or path-like
-        The PNG to write; replaced atomically.
+        The PNG to write, a local path or a storage URL; replaced atomically.
     original : dask.array.Array of shape (y, x, c) or (y, x)
         The source image. Grey, 16-bit and float images are scaled to 8 bits for
         display the way `Palette.display_rgba` scales the colours.
@@ -54,8 +56,8 @@ def write_preview(
 
     Returns
     -------
-    Path
-        `path`.
+    Path or str
+        `path`: a Path, or the URL as given.
 
     Notes
     -----
@@ -78,7 +80,14 @@ def write_preview(
     left = _to_display(np.asarray(small))
     right = rgba[np.asarray(small_labels), :3]
     canvas = _compose(left, right, rgba)
-    return _save_atomic(canvas, Path(path))
+    text = os.fspath(path)
+    if is_url(text):
+        buffer = io.BytesIO()
+        Image.fromarray(canvas).save(buffer, format="PNG")
+        fs, key = remote(text)
+        fs.pipe_file(key, buffer.getvalue())  # an object appears whole, or not at all
+        return text
+    return _save_atomic(canvas, Path(text))
 
 
 def swatch_side(k: int, width: int) -> int:

@@ -8,8 +8,6 @@ checked here, and no error but `ImageReadError` (or `MemoryError`) escapes.
 from __future__ import annotations
 
 import contextlib
-import os
-import stat
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -20,6 +18,7 @@ from numpy.typing import NDArray
 from ._archive import member_file
 from ._chunks import Chunks, check_chunks
 from ._errors import ImageReadError, describe
+from ._fs import Stamp, open_input, stat
 from ._lazy import TIFF_MAGIC, is_zarr, open_tiff, open_zarr
 from ._whole import Header, decode_file, decode_member, whole_file, whole_header, whole_member
 
@@ -87,25 +86,25 @@ def _reading(source: str) -> Iterator[None]:
 
 def _probe(
     path: str, member: str | None, source: str, max_pixels: int
-) -> tuple[Literal["zarr", "tiff", "whole"], Header | None, tuple[int, int]]:
+) -> tuple[Literal["zarr", "tiff", "whole"], Header | None, Stamp]:
     """Say how to read a source; for images decoded whole, with their checked header."""
     try:
-        st = os.stat(path)
+        st = stat(path)
     except FileNotFoundError:
         raise ImageReadError(source, "archive not found" if member else "file not found") from None
-    stamp = (st.st_size, st.st_mtime_ns)
+    stamp = st.stamp
     if member is not None:
         with member_file(path, member, source) as fp:
             return "whole", whole_header(fp, source, max_pixels), stamp
-    if stat.S_ISDIR(st.st_mode):
+    if st.is_dir:
         if is_zarr(path):
             return "zarr", None, stamp
         raise ImageReadError(
             source, "a folder, not an image; open_images lists the images in a folder"
         )
-    if st.st_size == 0:
+    if st.size == 0:
         raise ImageReadError(source, "empty file")
-    with open(path, "rb") as fp:
+    with open_input(path) as fp:
         if fp.read(4) in TIFF_MAGIC:
             return "tiff", None, stamp
         fp.seek(0)

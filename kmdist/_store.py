@@ -1,6 +1,7 @@
 """The output contract: segmentations stored as OME-Zarr 0.5 images on Zarr v3.
 
-For an image NAME, a store S (a local directory) holds::
+For an image NAME, a store S (a local directory, or a storage URL such as
+``s3://bucket/out.zarr``) holds::
 
     S/zarr.json                          root group; attributes {"kmdist": {"images": [...]}}
     S/NAME/0, 1, ...                     recoloured image pyramid, axes (c, y, x)
@@ -19,18 +20,14 @@ only metadata passes through the calling process.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import math
 import os
-import re
-import shutil
 import socket
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -43,6 +40,7 @@ from zarr.errors import ZarrUserWarning
 
 from ._assign import label_dtype, recolor
 from ._palette import Palette, PaletteError
+from ._root import OutputError, StoreRoot, open_root
 
 __all__ = [
     "OutputError",
@@ -58,11 +56,8 @@ __all__ = [
 OME_VERSION = "0.5"
 SEGMENTATION = "segmentation"
 _SEG_PATH = f"labels/{SEGMENTATION}"
-_LOCK_NAME = ".kmdist.lock"
 # A claim from another host holds until this long after the group's last write.
 _FOREIGN_LEASE = 15 * 60
-# A zarr LocalStore write in flight: `<stem>.<uuid4 hex>.partial`, renamed when complete.
-_PARTIAL = re.compile(r"[^/]+\.[0-9a-f]{32}\.partial")
 # Pyramids stop once the largest side fits a viewer's overview tile.
 _TOP_SIDE = 256
 # Chunk side used when the labels' Dask chunks are irregular.
@@ -73,7 +68,6 @@ Labels = da.Array | npt.NDArray[Any]
 _SHARD_ABOVE = 64 * 2**20
 # Largest shard, which is also the largest block one write task holds.
 _MAX_SHARD = 256 * 2**20
-_NOT_A_STORE = "{root}: is a non-empty directory but not a Zarr store; refusing to write into it"
 _RESERVED_KEYS = frozenset(
     {
         "palette",
@@ -92,10 +86,6 @@ _RESERVED_KEYS = frozenset(
         "complete",
     }
 )
-
-
-class OutputError(ValueError):
-    """The output store cannot be used; the message names the path and the problem."""
 
 
 class OutputExistsError(OutputError):
@@ -173,7 +163,7 @@ def open_segmentation(store: str | os.PathLike[str], name: str) -> Segmentation:
     Parameters
     ----------
     store : str or path-like
-        The output store (a local directory).
+        The output store: a local directory or a storage URL (``s3://...``).
     name : str
         The image's group name.
 
@@ -187,18 +177,18 @@ def open_segmentation(store: str | os.PathLike[str], name: str) -> Segmentation:
     OutputError
         The store or the image is missing, or the image is incomplete.
     """
-    root = _store_path(store)
+    root = open_root(store)
     _check_name(name)
     where = f"{root}/{name}"
-    if not (root / name).exists():
+    if not root.has(name):
         raise OutputError(f"{where}: no such segmentation in the store")
     block = _read_block(root, name)
     if block is None or block.get("complete") is not True:
         raise OutputError(f"{where}: is incomplete (an interrupted run); rerun to finish it")
     palette = _palette_from_block(block, where)
     try:
-        image_group = zarr.open_group(str(root), path=name, mode="r")
-        seg_group = zarr.open_group(str(root), path=f"{name}/{_SEG_PATH}", mode="r")
+        image_group = zarr.open_group(root.store, path=name, mode="r")
+        seg_group = zarr.open_group(root.store, path=f"{name}/{_SEG_PATH}", mode="r")
         image_levels = tuple(
             _lazy(_array(image_group, p)).transpose(1, 2, 0) for p in _dataset_paths(image_group)
         )
@@ -222,7 +212,7 @@ def open_segmentation(store: str | os.PathLike[str], name: str) -> Segmentation:
 def is_complete(store: str | os.PathLike[str], name: str) -> bool:
     """Tell whether image `name` of `store` was fully written (its marker says so)."""
     try:
-        root = _store_path(store)
+        root = open_root(store)
         _check_name(name)
     except OutputError:
         return False
@@ -236,17 +226,17 @@ def list_segmentations(store: str | os.PathLike[str]) -> list[SegmentationInfo]:
     The groups actually present are the truth; the root's ``kmdist.images`` list is only
     a convenience for other readers.
     """
-    root = _store_path(store)
-    if not (root / "zarr.json").is_file():
+    root = open_root(store)
+    if not root.has_root_group():
         raise OutputError(f"{root}: not a Zarr store")
     try:
-        group = zarr.open_group(str(root), mode="r")
+        group = zarr.open_group(root.store, mode="r")
     except (ValueError, TypeError, OSError) as exc:
         raise OutputError(f"{root}: not a Zarr v3 group: {exc}") from exc
     return [_info(root, name) for name in sorted(_group_names(group))]
 
 
-def _info(root: Path, name: str) -> SegmentationInfo:
+def _info(root: StoreRoot, name: str) -> SegmentationInfo:
     block = _read_block(root, name) or {}
     where = f"{root}/{name}"
     try:
@@ -254,7 +244,7 @@ def _info(root: Path, name: str) -> SegmentationInfo:
     except OutputError:
         palette = None
     try:
-        seg = zarr.open_group(str(root), path=f"{name}/{_SEG_PATH}", mode="r")
+        seg = zarr.open_group(root.store, path=f"{name}/{_SEG_PATH}", mode="r")
         shape: tuple[int, ...] | None = tuple(_array(seg, _dataset_paths(seg)[0]).shape)
     except (LookupError, TypeError, ValueError, OSError):
         shape = None
@@ -270,10 +260,10 @@ def _info(root: Path, name: str) -> SegmentationInfo:
     )
 
 
-def _read_block(root: Path, name: str) -> dict[str, Any] | None:
+def _read_block(root: StoreRoot, name: str) -> dict[str, Any] | None:
     """Read the ``kmdist`` block of image `name`; None when it cannot be read."""
     try:
-        seg = zarr.open_group(str(root), path=f"{name}/{_SEG_PATH}", mode="r")
+        seg = zarr.open_group(root.store, path=f"{name}/{_SEG_PATH}", mode="r")
     except (ValueError, TypeError, OSError):
         return None
     block = seg.attrs.get("kmdist")
@@ -346,7 +336,7 @@ def write_segmentation(
     Parameters
     ----------
     store : str or path-like
-        Output store, a local directory; created when missing.
+        Output store: a local directory, created when missing, or a storage URL.
     name : str
         Group name for this image: no ``/``, not empty, not starting with ``.`` or ``__``.
     labels : dask.array.Array or ndarray of shape (y, x)
@@ -382,7 +372,8 @@ def write_segmentation(
 
     Examples
     --------
-    >>> import tempfile
+    >>> import shutil, tempfile
+    >>> from pathlib import Path
     >>> labels = da.from_array(np.array([[0, 0, 1], [0, 1, 1]], dtype=np.uint8))
     >>> palette = Palette(np.array([[255, 0, 0], [0, 0, 255]]), np.array([3, 3]), 0.0)
     >>> store = Path(tempfile.mkdtemp()) / "out.zarr"
@@ -392,12 +383,12 @@ def write_segmentation(
     ([0, 0, 255], 1, True)
     >>> shutil.rmtree(store.parent)
     """
-    root = _store_path(store)
+    root = open_root(store)
     _check_name(name)
     labels = _check_labels(labels, palette)
     shapes = _level_shapes(labels.shape, n_levels)
     block = _kmdist_block(palette, source, extra, run)
-    _prepare_root(root)
+    root.prepare()
     if chunks is not None:
         # Labels may come in shard-sized blocks (see `write_blocks`): each level is
         # rechunked to its own shards below, never split to chunks and gathered again.
@@ -409,7 +400,7 @@ def write_segmentation(
         ):
             labels = labels.rechunk(chunk)
     # Clearing and claiming the group is atomic between runs; writing is not locked.
-    with _root_lock(root):
+    with root.lock():
         _clear_previous(root, name, overwrite, run)
         image_group, seg_group = _create_groups(root, name, palette, len(shapes), block)
     sources: list[Any] = []
@@ -436,15 +427,6 @@ def write_segmentation(
 
     seg_group.update_attributes({"kmdist": {**released, "complete": True}})
     _register(root, name)
-
-
-def _store_path(store: str | os.PathLike[str]) -> Path:
-    text = os.fspath(store)
-    if not isinstance(text, str) or not text:
-        raise OutputError(f"{store!r}: the store must be a local directory path")
-    if "://" in text:
-        raise OutputError(f"{text}: only local directories are supported as stores")
-    return Path(text).expanduser()
 
 
 def _check_name(name: str) -> None:
@@ -545,96 +527,8 @@ def _kmdist_block(
     }
 
 
-def _prepare_root(root: Path) -> None:
-    """Create the root group of `root` if needed, refusing paths that are not stores."""
-    if root.exists() and not root.is_dir():
-        raise OutputError(f"{root}: exists and is a file, not a Zarr store")
-    if root.is_dir() and _is_foreign(root):
-        raise OutputError(_NOT_A_STORE.format(root=root))
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{root}: cannot create the store: {exc.strerror or exc}") from exc
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise OutputError(f"{root}: not writable (permission denied)")
-    with _root_lock(root):
-        if not (root / "zarr.json").exists():
-            # Checked again under the lock: another writer may have created it meanwhile.
-            if _is_foreign(root):
-                raise OutputError(_NOT_A_STORE.format(root=root))
-            try:
-                zarr.open_group(
-                    str(root), mode="a", zarr_format=3, attributes={"kmdist": {"images": []}}
-                )
-            except OSError as exc:
-                raise OutputError(f"{root}: cannot write: {exc.strerror or exc}") from exc
-            return
-        try:
-            zarr.open_group(str(root), mode="r+", zarr_format=3)
-        except (ValueError, TypeError, FileNotFoundError) as exc:
-            raise OutputError(f"{root}: not a Zarr v3 group: {exc}") from exc
-
-
-def _is_foreign(root: Path) -> bool:
-    """Whether `root` holds entries but is not a Zarr store.
-
-    zarr.json is looked for again after listing: a concurrent writer creates it before
-    anything else, so entries seen without it afterwards were there before any store.
-    """
-    if (root / "zarr.json").exists():
-        return False
-    with os.scandir(root) as entries:
-        foreign = any(not _is_ours(e.name) for e in entries)
-    return foreign and not (root / "zarr.json").exists()
-
-
-def _is_ours(entry: str) -> bool:
-    """Whether a root entry is our lock or a zarr write in flight.
-
-    Zarr's LocalStore writes ``zarr.json`` as ``zarr.<uuid>.partial`` and renames it, so a
-    writer creating the store shows that file, without ``zarr.json``, for a moment.
-    """
-    return entry == _LOCK_NAME or _PARTIAL.fullmatch(entry) is not None
-
-
-@contextlib.contextmanager
-def _root_lock(root: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `root`, between processes, via ``root/.kmdist.lock``.
-
-    The file is removed before the lock is released, so it never lingers as a stray
-    object in the store. A waiter that then obtains the lock on the removed file sees
-    that the path no longer names its file, and tries again.
-    """
-    path = root / _LOCK_NAME
-    while True:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot create the lock file: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass  # removed by the previous holder: try again with a fresh file
-        except OSError as exc:
-            os.close(fd)
-            raise OutputError(f"{path}: cannot lock: {exc.strerror}") from exc
-        except BaseException:
-            os.close(fd)
-            raise
-        os.close(fd)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        os.close(fd)
-
-
-def _clear_previous(root: Path, name: str, overwrite: bool, run: str | None) -> None:
-    target = root / name
-    if not os.path.lexists(target):
+def _clear_previous(root: StoreRoot, name: str, overwrite: bool, run: str | None) -> None:
+    if not root.has(name):
         return
     block = _read_block(root, name)
     if block is not None and block.get("complete") is True and not overwrite:
@@ -646,19 +540,11 @@ def _clear_previous(root: Path, name: str, overwrite: bool, run: str | None) -> 
         raise OutputError(
             f"{root}/{name}: being written by another run ({writer}); wait for it to finish"
         )
-    try:
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        else:
-            target.unlink()
-    except OSError as exc:
-        raise OutputError(
-            f"{target}: cannot remove the previous output: {exc.strerror or exc}"
-        ) from exc
+    root.remove(name)
 
 
 def _live_writer(
-    root: Path, name: str, block: Mapping[str, Any] | None, run: str | None
+    root: StoreRoot, name: str, block: Mapping[str, Any] | None, run: str | None
 ) -> str | None:
     """Describe another run still writing image `name` of `root`, or return None.
 
@@ -676,7 +562,7 @@ def _live_writer(
         return None
     pid = writer.get("pid")
     if writer.get("host") != socket.gethostname():
-        idle = time.time() - _last_write(root / name)
+        idle = time.time() - root.last_write(name)
         if idle >= _FOREIGN_LEASE:
             return None
         return (
@@ -696,16 +582,6 @@ def _live_writer(
     if started is not None and started != _process_start(pid):
         return None  # the pid now belongs to another process
     return f"process {pid}"
-
-
-def _last_write(group: Path) -> float:
-    """Newest modification time of anything in `group` (its files and folders)."""
-    newest = group.lstat().st_mtime
-    for folder, dirs, files in os.walk(group):
-        for entry in (*dirs, *files):
-            with contextlib.suppress(FileNotFoundError):  # a write in flight renamed it
-                newest = max(newest, os.lstat(os.path.join(folder, entry)).st_mtime)
-    return newest
 
 
 def _process_start(pid: int) -> str | None:
@@ -863,7 +739,7 @@ def _omero(palette: Palette) -> dict[str, Any] | None:
 
 
 def _create_groups(
-    root: Path, name: str, palette: Palette, n_levels: int, block: dict[str, Any]
+    root: StoreRoot, name: str, palette: Palette, n_levels: int, block: dict[str, Any]
 ) -> tuple[zarr.Group, zarr.Group]:
     """Create the image, labels and segmentation groups; return the first and the last.
 
@@ -887,7 +763,7 @@ def _create_groups(
         "image-label": {"version": OME_VERSION, "colors": colors, "source": {"image": "../../"}},
     }
     try:
-        group = zarr.open_group(str(root), mode="r+")
+        group = zarr.open_group(root.store, mode="r+")
         image = group.create_group(name, attributes={"ome": image_ome})
         labels = image.create_group(
             "labels", attributes={"ome": {"version": OME_VERSION, "labels": [SEGMENTATION]}}
@@ -898,13 +774,11 @@ def _create_groups(
     return image, seg
 
 
-def _register(root: Path, name: str) -> None:
+def _register(root: StoreRoot, name: str) -> None:
     """Add `name` to the root's image list, pruning names whose groups are gone."""
-    with _root_lock(root):
-        group = zarr.open_group(str(root), mode="r+")
+    with root.lock():
+        group = zarr.open_group(root.store, mode="r+")
         attrs: Any = group.attrs.asdict()
         listed = attrs.get("kmdist", {}).get("images", [])
-        # A stat per listed name, not a listing of the store's groups: that reads every
-        # member's metadata, which made writing N images O(N^2) reads.
-        images = sorted(n for n in set(listed) | {name} if (root / n / "zarr.json").is_file())
+        images = sorted(root.present(set(listed) | {name}))
         group.update_attributes({"kmdist": {**attrs.get("kmdist", {}), "images": images}})

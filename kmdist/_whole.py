@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from ._archive import read_member
 from ._chunks import WHOLE_CHUNK
 from ._errors import ImageReadError, decode_errors
+from ._fs import Stamp, open_input
 from ._lazy import TIFF_MAGIC, tiff_source, to_yxc
 from ._png16 import png16_decode, png_info
 
@@ -97,7 +98,7 @@ def whole_file(
     source: str,
     header: Header,
     max_pixels: int,
-    stamp: tuple[int, int],
+    stamp: Stamp,
     yx: tuple[int, int] | None,
 ) -> da.Array:
     """Open an image file to be decoded whole, in one task, as a Dask array in chunks."""
@@ -111,7 +112,7 @@ def whole_member(
     source: str,
     header: Header,
     max_pixels: int,
-    stamp: tuple[int, int],
+    stamp: Stamp,
     yx: tuple[int, int] | None,
 ) -> da.Array:
     """Open an archive member to be decoded whole, in one task, as a Dask array in chunks."""
@@ -119,11 +120,9 @@ def whole_member(
     return _from_whole(decode, header, yx)
 
 
-def decode_file(
-    path: str, source: str, header: Header, max_pixels: int, stamp: tuple[int, int]
-) -> NDArray:
+def decode_file(path: str, source: str, header: Header, max_pixels: int, stamp: Stamp) -> NDArray:
     """Decode a whole image file; `stamp` (size, mtime) makes the task key follow the file."""
-    with decode_errors(source), open(path, "rb") as fp:
+    with decode_errors(source), open_input(path) as fp:
         arr = _decode(fp, header, max_pixels, source)
     return _checked(arr, header, source)
 
@@ -134,7 +133,7 @@ def decode_member(
     source: str,
     header: Header,
     max_pixels: int,
-    stamp: tuple[int, int],
+    stamp: Stamp,
 ) -> NDArray:
     """Decode an archive member from its bytes in memory; nothing touches the disk."""
     with decode_errors(source):

@@ -615,6 +615,8 @@ def test_requirements_pin_every_dependency_at_the_tested_version() -> None:
         assert name in pinned, f"{name} (a dependency of kmdist) is not pinned"
         assert req.specifier.contains(pinned[name]), (text, pinned[name])
     assert "prefect-kubernetes" in pinned  # the Kubernetes worker runs this image
+    s3 = [Requirement(t) for t in metadata.requires("kmdist") or [] if 'extra == "s3"' in t]
+    assert s3 and all(r.specifier.contains(pinned[normalise(r.name)]) for r in s3)  # s3:// URLs
     # A Dask client, its scheduler and its workers must agree, and the image must run
     # what the tests ran: regenerate deploy/requirements.txt (its header says how).
     tested = {n: metadata.version(n) for n in ("dask", "distributed", "numpy", "prefect", "zarr")}
