@@ -209,13 +209,17 @@ def _expand_url(url: str) -> list[ImageRef]:
     Prefixes are listed as folders are (image files and ``*.zarr`` stores, hidden names
     skipped); object stores have no symbolic links to guard against.
     """
-    fs, path = remote(url)
-    if any(ch in path for ch in "*?["):
-        return _glob_url(fs, path, url)
     try:
+        fs, path = remote(url)
+        if any(ch in path for ch in "*?["):
+            return _glob_url(fs, path, url)
         info = fs.info(path)
     except FileNotFoundError:
         raise ImageReadError(url, "file not found") from None
+    except (ImageReadError, MemoryError):
+        raise
+    except Exception as exc:  # no credentials, no such bucket, no package for the scheme
+        raise ImageReadError(url, f"cannot list it ({describe(exc)})") from exc
     name = PurePosixPath(path.rstrip("/")).name
     if info.get("type") == "directory":
         if is_zarr(url):

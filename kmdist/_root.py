@@ -24,6 +24,7 @@ from typing import Any
 
 import zarr
 
+from ._errors import describe
 from ._fs import is_url, mtime, remote
 
 __all__ = ["LOCK_NAME", "OutputError", "StoreRoot", "open_root"]
@@ -239,13 +240,22 @@ class RemoteRoot(StoreRoot):
 
     def _check_target(self) -> None:
         self._fresh()
+        bucket = self.path.split("/", 1)[0]
         try:
+            if bucket:
+                # `info`, not `exists`: that answers False for a credentials error too.
+                try:
+                    self.fs.info(bucket)
+                except FileNotFoundError:
+                    raise OutputError(f"{self}: no such bucket (or container) {bucket!r}") from None
             if self.fs.isfile(self.path):
                 raise OutputError(f"{self}: exists and is a file, not a Zarr store")
             if self.fs.isdir(self.path) and self._is_foreign():
                 raise OutputError(_NOT_A_STORE.format(root=self))
-        except OSError as exc:  # no such bucket, no credentials, no permission
-            raise OutputError(f"{self}: cannot use the store: {exc.strerror or exc}") from exc
+        except OutputError:
+            raise
+        except Exception as exc:  # no credentials, no permission, no network
+            raise OutputError(f"{self}: cannot use the store: {describe(exc)}") from exc
 
     def _is_foreign(self) -> bool:
         if self.has_root_group():
@@ -306,10 +316,14 @@ class RemoteRoot(StoreRoot):
                 break
             except FileExistsError:
                 pass
-            except (OSError, ValueError, NotImplementedError) as exc:
+            except (ValueError, NotImplementedError) as exc:  # no exclusive-create mode
                 raise OutputError(
-                    f"{self}/{LOCK_NAME}: cannot create the lock ({exc}); the storage must "
-                    "support creating an object only if it does not exist"
+                    f"{self}/{LOCK_NAME}: cannot create the lock: this storage cannot create "
+                    f"an object only if it is absent, which the store needs ({exc})"
+                ) from exc
+            except Exception as exc:
+                raise OutputError(
+                    f"{self}/{LOCK_NAME}: cannot create the lock: {describe(exc)}"
                 ) from exc
             holder, now = self._read(key), time.monotonic()
             if holder is not None:

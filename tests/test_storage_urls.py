@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -38,9 +39,13 @@ def s3() -> fsspec.AbstractFileSystem:
     return fsspec.filesystem("s3")
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "kmdist.cli", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "kmdist.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
 
 
@@ -156,7 +161,7 @@ def test_s3_locations_that_are_not_stores_are_refused(bucket, rng):
     with pytest.raises(OutputError, match=f"s3://{bucket}/notes: .*not a Zarr store"):
         write_segmentation(f"s3://{bucket}/notes", "x", labels, tiny_palette())
     assert fs.find(f"{bucket}/notes") == [f"{bucket}/notes/readme.txt"]
-    with pytest.raises(OutputError, match=r"s3://kmdist-no-such-bucket/out\.zarr"):
+    with pytest.raises(OutputError, match=r"out\.zarr: no such bucket .*'kmdist-no-such-bucket'"):
         write_segmentation("s3://kmdist-no-such-bucket/out.zarr", "x", labels, tiny_palette())
 
 
@@ -245,3 +250,23 @@ def test_flow_segments_s3_images_into_an_s3_store(photos, bucket, tmp_path):
             open_segmentation(f"{url}/flow.zarr", name).labels.compute(),
             open_segmentation(tmp_path / "flow.zarr", name).labels.compute(),
         )
+
+
+def test_missing_credentials_name_the_url_and_exit_one(photos, bucket, tmp_path):
+    upload(photos, bucket)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    }
+    env["HOME"] = str(tmp_path)  # no ~/.aws either
+    url = f"s3://{bucket}/photos/china.png"
+    proc = run("segment", url, "-o", str(tmp_path / "o.zarr"), "--workers", "1", env=env)
+    assert proc.returncode == 1
+    assert f"{url}: cannot list it (Unable to locate credentials)" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    store = f"s3://{bucket}/o.zarr"
+    proc = run("segment", str(photos / "photos"), "-o", store, "--workers", "1", env=env)
+    assert proc.returncode == 1
+    assert f"{store}: cannot use the store: Unable to locate credentials" in proc.stdout
+    assert "Traceback" not in proc.stderr
