@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,6 +22,9 @@ __all__ = ["hamerly_step", "lut_labels", "merge_sorted_counts"]
 # Below this many samples a Lloyd step runs in one thread: a thread hand-off costs more.
 _PARALLEL_ABOVE = 1 << 18
 _pool: ThreadPoolExecutor | None = None
+# Histogram merges of at least this many codes in all use a dense table.
+_DENSE_ABOVE = 1 << 18
+_local = threading.local()
 
 
 def _threads() -> int:
@@ -181,16 +185,63 @@ def _merge_two(
     return out[:n], counts[:n]
 
 
+@numba.njit(cache=True, nogil=True)
+def _merge_dense(
+    codes: npt.NDArray[np.uint32], counts: npt.NDArray[np.int64], table: npt.NDArray[np.uint32]
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+    for i in range(codes.size):
+        table[codes[i]] += counts[i]
+    out = np.empty(codes.size, dtype=np.uint32)
+    out_counts = np.empty(codes.size, dtype=np.int64)
+    n = 0
+    # Reading the table in code order gives the codes sorted; read entries are zeroed,
+    # so the table is clean for the next call.
+    for c in range(codes.min(), codes.max() + 1):
+        v = table[c]
+        if v:
+            out[n] = c
+            out_counts[n] = v
+            table[c] = 0
+            n += 1
+    return out[:n], out_counts[:n]
+
+
+def _dense_table() -> npt.NDArray[np.uint32]:
+    """Return the calling thread's 2**24 counters (64 MiB), all zero between calls."""
+    table: npt.NDArray[np.uint32] | None = getattr(_local, "table", None)
+    if table is None:
+        table = _local.table = np.zeros(1 << 24, dtype=np.uint32)
+    return table
+
+
 def merge_sorted_counts(
     parts: list[tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]],
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
-    """Merge sorted unique (codes, counts) runs, adding counts of equal codes.
+    """Merge sorted unique (codes, counts) runs of 24-bit codes, adding equal codes' counts.
 
-    Pairwise linear merges in a balanced tree: O(total log parts), no sort.
+    Large merges add into a dense table of counters and read it back in code order
+    (8 runs of 250,000 codes: 20 to 50 ms, against 125 ms for pairwise merges, whose
+    branches the processor cannot predict). Small ones, or counts that could overflow
+    the table's 32 bits, use pairwise linear merges in a balanced tree.
     """
     level = [
         (np.ascontiguousarray(c, np.uint32), np.ascontiguousarray(n, np.int64)) for c, n in parts
     ]
+    total = sum(c.size for c, _ in level)
+    if (
+        len(level) > 1
+        and total >= _DENSE_ABOVE
+        and sum(int(n.sum()) for _, n in level) < 2**32
+        and max(int(c[-1]) for c, _ in level if c.size) < 1 << 24
+    ):
+        table = _dense_table()
+        try:
+            return _merge_dense(
+                np.concatenate([c for c, _ in level]), np.concatenate([n for _, n in level]), table
+            )
+        except BaseException:
+            _local.table = None  # possibly left with counts in it
+            raise
     while len(level) > 1:
         merged = [_merge_two(*level[i], *level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:

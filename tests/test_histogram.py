@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
+from kmdist import _kernels
 from kmdist._assign import pack_rgb8, unpack_rgb8
 from kmdist._histogram import chunk_histogram, image_histogram, merge_histograms
 
@@ -66,11 +67,35 @@ def test_non_rgb8_refused():
         image_histogram(da.zeros((4, 4, 3), dtype=np.uint16))
 
 
+CODES = st.one_of(st.integers(0, 40), st.integers(2**24 - 3, 2**24 - 1))
+
+
+@pytest.mark.parametrize("dense", [False, True])
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 40), max_size=30), min_size=1, max_size=9))
-def test_merge_of_any_parts_equals_unique_of_all(parts):
-    # The linear merge of sorted runs against NumPy on the concatenated pixels: odd and
-    # even numbers of parts, empty parts, overlapping and disjoint colours.
+@given(st.lists(st.lists(CODES, max_size=30), min_size=1, max_size=9))
+def test_merge_of_any_parts_equals_unique_of_all(dense, parts):
+    # The linear merge of sorted runs, and the dense table (forced here for small
+    # merges), against NumPy on the concatenated pixels: odd and even numbers of parts,
+    # empty parts, overlapping and disjoint colours, the highest codes.
+    before = _kernels._DENSE_ABOVE
+    _kernels._DENSE_ABOVE = 1 if dense else 1 << 40
+    try:
+        check_merge(parts)
+    finally:
+        _kernels._DENSE_ABOVE = before
+    assert not _kernels._dense_table().any()  # left clean for the next merge
+
+
+def test_merge_counts_beyond_32_bits():
+    big = [(np.array([5, 9], np.uint32), np.array([2**31, 1], np.int64))] * 2
+    codes, counts = _kernels.merge_sorted_counts(
+        [*big, (np.arange(10, 2**18 + 10, dtype=np.uint32), np.ones(2**18, np.int64))]
+    )
+    assert codes[:2].tolist() == [5, 9] and counts[:2].tolist() == [2**32, 2]
+    assert counts[2:].sum() == 2**18
+
+
+def check_merge(parts):
     hists = [
         chunk_histogram(unpack_rgb8(np.asarray(p, dtype=np.uint32))[None])
         if p
