@@ -608,6 +608,14 @@ def _chunk_shape(labels: Labels) -> tuple[int, int]:
 def write_blocks(image: da.Array, palette: Palette) -> tuple[tuple[int, int], tuple[int, int]]:
     """Return the output's Zarr chunk for `image` and the block to label it in.
 
+    See `blocks_for`; the recoloured image has `palette`'s channels and dtype.
+    """
+    return blocks_for(image, palette.channels * palette.colors_as().dtype.itemsize)
+
+
+def blocks_for(image: da.Array, bytes_per_pixel: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Return the output's Zarr chunk for `image` and the block to label it in.
+
     The block is the recoloured image's shard when the output has at least 16 shards (a
     multiple of the chunk), else the chunk. Labels computed in such blocks are written without
     gathering blocks from other workers, so a write task holds one shard however large
@@ -616,7 +624,7 @@ def write_blocks(image: da.Array, palette: Palette) -> tuple[tuple[int, int], tu
     shape = (int(image.shape[0]), int(image.shape[1]))
     chunk = _chunk_shape(image)
     chunk = (min(chunk[0], shape[0]), min(chunk[1], shape[1]))
-    shard = _sharding(shape, chunk, palette.channels * palette.colors_as().dtype.itemsize)
+    shard = _sharding(shape, chunk, bytes_per_pixel)
     if shard is None or math.ceil(shape[0] / shard[0]) * math.ceil(shape[1] / shard[1]) < 16:
         # Too few shards to spread over the workers (a 64 MP image has 4): label in
         # chunks. What a write task then gathers is bounded by the image's small size.

@@ -130,3 +130,34 @@ def test_small_images_on_the_workers_match_the_chunked_path(photos, tmp_path, lo
         assert_array_equal(a.image.compute(), b.image.compute())
         assert a.attrs["writer"]["pid"] in workers  # written by a worker
         assert b.attrs["writer"]["pid"] not in workers
+
+
+def test_an_image_held_on_the_cluster_is_read_once_with_the_same_output(
+    tmp_path, local_client, monkeypatch
+):
+    # A small image is persisted on the workers between the histogram and the labelling
+    # passes; a large one (here: above a lowered limit) is read twice. Same output.
+    from distributed import futures_of
+
+    from kmdist import _pipeline
+
+    src = tmp_path / "photo.zarr"
+    z = zarr.create_array(src, shape=(200, 300, 3), chunks=(64, 64, 3), dtype="u1")
+    z[...] = load_sample_image("china.jpg")[100:300, 200:500]
+    (ref,) = open_images(src)
+    image = ref.open()
+    held = _pipeline._held(image)
+    assert held is not image and len(futures_of(held)) == image.npartitions
+    assert_array_equal(held.compute(), image.compute())
+    opts = SegmentOptions(n_colors=6)
+    once = _pipeline.segment_one(ref, tmp_path / "once.zarr", opts)
+    monkeypatch.setattr(_pipeline, "_HOLD_BYTES", image.nbytes - 1)
+    assert _pipeline._held(image) is image
+    twice = _pipeline.segment_one(ref, tmp_path / "twice.zarr", opts)
+    assert once.status == twice.status == "done"
+    a, b = (
+        open_segmentation(tmp_path / "once.zarr", "photo"),
+        open_segmentation(tmp_path / "twice.zarr", "photo"),
+    )
+    assert_array_equal(a.palette.colors, b.palette.colors)
+    assert_array_equal(a.labels.compute(), b.labels.compute())
