@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 
 import dask
 from distributed import Client, LocalCluster, default_client
 
-__all__ = ["active_client", "dashboard_link", "dask_client", "scheduler_address"]
+__all__ = [
+    "active_client",
+    "dashboard_link",
+    "dask_client",
+    "dask_client_soon",
+    "scheduler_address",
+]
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 
@@ -29,6 +36,9 @@ _WORKER_MALLOC = {
     "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(16 << 20),
     "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(16 << 20),
 }
+
+
+_PRELOAD = "kmdist._pipeline"
 
 
 def active_client() -> Client | None:
@@ -75,16 +85,25 @@ def dask_client(
     distributed.Client
         The client, set as the default for Dask computations inside the block.
     """
-    target = scheduler_address(address)
-    if target is not None:
-        with Client(target, timeout="30s") as client:
-            yield client
-        return
-    workers = n_workers or max(1, os.cpu_count() or 1)
-    with (
-        dask.config.set(_WORKER_MALLOC),
-        LocalCluster(
-            n_workers=workers,
+    with dask_client_soon(
+        address,
+        n_workers=n_workers,
+        threads_per_worker=threads_per_worker,
+        memory_limit=memory_limit,
+        dashboard_address=dashboard_address,
+    ) as client:
+        yield client()
+
+
+def _local_cluster(
+    n_workers: int | None,
+    threads_per_worker: int,
+    memory_limit: str | float | None,
+    dashboard_address: str,
+) -> LocalCluster:
+    with dask.config.set(_WORKER_MALLOC):
+        return LocalCluster(
+            n_workers=n_workers or max(1, os.cpu_count() or 1),
             threads_per_worker=threads_per_worker,
             processes=True,
             memory_limit=memory_limit,
@@ -92,10 +111,52 @@ def dask_client(
             # Warnings of routine events (large graphs, rebalancing) would drown kmdist's
             # per-image report; errors still show.
             silence_logs=logging.ERROR,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        yield client
+            # Workers import kmdist's pipeline (Dask arrays, Zarr, numba kernels) as they
+            # start, not in their first task: with `dask_client_soon` this overlaps the
+            # caller's own imports.
+            preload=[_PRELOAD],
+        )
+
+
+@contextmanager
+def dask_client_soon(
+    address: str | None = None,
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    memory_limit: str | float | None = "auto",
+    dashboard_address: str = ":8787",
+) -> Iterator[Callable[[], Client]]:
+    """`dask_client`, with a LocalCluster started in a background thread meanwhile.
+
+    Takes `dask_client`'s parameters. Yields a function that waits for the cluster and
+    returns the client (made in the calling thread: a Client belongs to the thread that
+    enters it). Starting a LocalCluster (spawning workers that import kmdist) takes one
+    to two seconds; the caller's own imports and input listing run meanwhile. Closed
+    with the block.
+    """
+    target = scheduler_address(address)
+    if target is not None:
+        with Client(target, timeout="30s") as client:
+            yield lambda: client
+        return
+    pool = ThreadPoolExecutor(1, thread_name_prefix="kmdist-cluster-start")
+    starting = pool.submit(
+        _local_cluster, n_workers, threads_per_worker, memory_limit, dashboard_address
+    )
+    pool.shutdown(wait=False)
+    clients: list[Client] = []
+    try:
+        with ExitStack() as stack:
+
+            def client() -> Client:
+                if not clients:
+                    clients.append(stack.enter_context(Client(starting.result())))
+                return clients[0]
+
+            yield client
+    finally:
+        starting.result().close()  # after the client, as `dask_client` closes them
 
 
 def dashboard_link(client: Client) -> str:

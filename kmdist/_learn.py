@@ -8,7 +8,6 @@ k-means with batches gathered from the blocks on the workers.
 
 from __future__ import annotations
 
-import numbers
 import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -19,6 +18,7 @@ import numpy.typing as npt
 
 from ._color import from_clustering_space, to_clustering_space
 from ._histogram import ColorHistogram, image_histogram, is_rgb8
+from ._limits import MAX_COLORS, check_n_colors
 from ._lloyd import F64, lloyd, seed_centers
 from ._minibatch import MiniBatchState, best_seeding, run_minibatch
 from ._palette import ColorSpace, Palette
@@ -27,25 +27,12 @@ from ._validation import check_random_state
 
 __all__ = ["MAX_COLORS", "FewerColorsWarning", "learn_palette", "palette_from_histogram"]
 
-MAX_COLORS = 65535
-"""Most colours a palette may have (labels are stored as uint16)."""
-
 MethodArg = Literal["auto", "exact", "minibatch"]
 Init = Literal["k-means++", "random"] | npt.ArrayLike
 
 
 class FewerColorsWarning(UserWarning):
     """The images have fewer distinct colours than asked for; the palette is smaller."""
-
-
-def check_n_colors(n_colors: Any) -> int:
-    """Validate a number of colours: an integer in [1, MAX_COLORS]."""
-    if isinstance(n_colors, bool) or not isinstance(n_colors, numbers.Integral):
-        raise ValueError(f"k (the number of colours) must be an integer, got {n_colors!r}")
-    n_colors = int(n_colors)
-    if not 1 <= n_colors <= MAX_COLORS:
-        raise ValueError(f"k (the number of colours) must be in [1, {MAX_COLORS}], got {n_colors}")
-    return n_colors
 
 
 def _check_space(color_space: str, channels: int) -> ColorSpace:

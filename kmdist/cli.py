@@ -40,17 +40,25 @@ def _print_result(i: int, n: int, res: Any) -> None:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from ._cluster import dashboard_link, dask_client
-    from ._io import ImageReadError, open_images
-    from ._learn import check_n_colors
-    from ._pipeline import OnExists, SegmentOptions, segment_batch
-    from ._progress import cluster_progress
+    from ._cluster import dask_client_soon
+    from ._limits import check_n_colors
 
     try:
-        k = check_n_colors(args.k)
+        args.k = check_n_colors(args.k)
     except ValueError as exc:
         print(f"kmdist segment: error: {exc}", file=sys.stderr)
         return 2
+    # The cluster starts while kmdist's pipeline is imported and the inputs are listed.
+    with dask_client_soon(args.scheduler, n_workers=args.workers) as get_client:
+        return _segment_on(args, get_client)
+
+
+def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
+    from ._cluster import dashboard_link
+    from ._io import ImageReadError, open_images
+    from ._pipeline import OnExists, SegmentOptions, segment_batch
+    from ._progress import cluster_progress
+
     try:
         refs = open_images(args.inputs, follow_symlinks=args.follow_symlinks)
     except ImageReadError as exc:
@@ -60,7 +68,7 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"kmdist segment: error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
         return 1
     opts = SegmentOptions(
-        n_colors=k,
+        n_colors=args.k,
         method=args.method,
         color_space=args.color_space,
         random_state=args.seed,
@@ -81,19 +89,19 @@ def _segment(args: argparse.Namespace) -> int:
         _print_result(i, n, res)
 
     try:
-        with dask_client(args.scheduler, n_workers=args.workers) as client:
-            print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
-            print(f"{len(refs)} image(s) -> {args.output}", flush=True)
-            with cluster_progress(client, sys.stderr):
-                results = segment_batch(
-                    refs,
-                    args.output,
-                    opts,
-                    shared=args.shared_palette,
-                    on_exists=on_exists,
-                    preview_dir=args.preview,
-                    report=report,
-                )
+        client = get_client()
+        print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
+        print(f"{len(refs)} image(s) -> {args.output}", flush=True)
+        with cluster_progress(client, sys.stderr):
+            results = segment_batch(
+                refs,
+                args.output,
+                opts,
+                shared=args.shared_palette,
+                on_exists=on_exists,
+                preview_dir=args.preview,
+                report=report,
+            )
     except KeyboardInterrupt:
         # Outputs already reported are complete; the one being written keeps no marker,
         # so `--resume` redoes exactly what is missing.

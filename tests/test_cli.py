@@ -36,6 +36,21 @@ def test_demo_runs_the_flow_and_draws_the_seed_pictures(tmp_path, capsys, prefec
         assert img.std() > 10  # a picture, not a blank canvas
 
 
+def test_public_names_resolve_and_the_command_starts_light():
+    import kmdist
+
+    assert set(kmdist._EXPORTS) | {"__version__"} == set(kmdist.__all__)
+    for name in kmdist.__all__:
+        assert getattr(kmdist, name) is not None
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        _ = kmdist.nope
+    # `kmdist segment` starts its cluster before the heavy imports, so that they overlap.
+    heavy = "('dask.array', 'zarr', 'numba')"
+    code = f"import sys, kmdist.cli; print([m for m in {heavy} if m in sys.modules])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.stdout.strip() == "[]", proc.stderr
+
+
 def test_unknown_command_exits_non_zero():
     proc = subprocess.run(
         [sys.executable, "-m", "kmdist.cli", "bogus"], capture_output=True, text=True
