@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 
 import dask
@@ -114,7 +114,7 @@ def _local_cluster(
             # Workers import kmdist's pipeline (Dask arrays, Zarr, numba kernels) as they
             # start, not in their first task: with `dask_client_soon` this overlaps the
             # caller's own imports.
-            preload=[_PRELOAD],
+            preload=[*dask.config.get("distributed.worker.preload", []), _PRELOAD],
         )
 
 
@@ -136,27 +136,31 @@ def dask_client_soon(
     with the block.
     """
     target = scheduler_address(address)
-    if target is not None:
-        with Client(target, timeout="30s") as client:
-            yield lambda: client
-        return
-    pool = ThreadPoolExecutor(1, thread_name_prefix="kmdist-cluster-start")
-    starting = pool.submit(
-        _local_cluster, n_workers, threads_per_worker, memory_limit, dashboard_address
-    )
-    pool.shutdown(wait=False)
+    starting: Future[LocalCluster] | None = None
+    if target is None:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="kmdist-cluster-start")
+        starting = pool.submit(
+            _local_cluster, n_workers, threads_per_worker, memory_limit, dashboard_address
+        )
+        pool.shutdown(wait=False)
     clients: list[Client] = []
     try:
         with ExitStack() as stack:
 
             def client() -> Client:
+                # An existing scheduler is connected to only when asked: a block that
+                # fails first (bad inputs) does not wait for it.
                 if not clients:
-                    clients.append(stack.enter_context(Client(starting.result())))
+                    where = target if starting is None else starting.result()
+                    clients.append(stack.enter_context(Client(where, timeout="30s")))
                 return clients[0]
 
             yield client
     finally:
-        starting.result().close()  # after the client, as `dask_client` closes them
+        # After the client, as `dask_client` closes them. A cluster that failed to start
+        # has nothing to close; its error reached the block from `client()`.
+        if starting is not None and starting.exception() is None:
+            starting.result().close()
 
 
 def dashboard_link(client: Client) -> str:
