@@ -15,6 +15,7 @@ import fcntl
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -33,10 +34,12 @@ LOCK_NAME = ".kmdist.lock"
 # A zarr LocalStore write in flight: `<stem>.<uuid4 hex>.partial`, renamed when complete.
 _PARTIAL = re.compile(r"[^/]+\.[0-9a-f]{32}\.partial")
 _NOT_A_STORE = "{root}: is a non-empty directory but not a Zarr store; refusing to write into it"
-# A remote lock object unchanged for this long was left by a run that died holding it:
-# the lock guards metadata steps of a second or so (clearing a large group takes longer).
+# A remote lock object unchanged for this long (its holder rewrites it every
+# `_HEARTBEAT` seconds) was left by a run that died holding it.
 _STALE_LOCK = 120.0
 _LOCK_POLL = 0.1
+# How often a holder rewrites the remote lock object, to show it is alive.
+_HEARTBEAT = 20.0
 
 
 class OutputError(ValueError):
@@ -49,7 +52,10 @@ def open_root(store: str | os.PathLike[str]) -> StoreRoot:
     if not isinstance(text, str) or not text:
         raise OutputError(f"{store!r}: the store must be a directory path or a storage URL")
     if is_url(text):
-        return RemoteRoot(text)
+        try:
+            return RemoteRoot(text)
+        except Exception as exc:  # no package for the scheme (s3fs), a malformed URL
+            raise OutputError(f"{text}: cannot use the store: {describe(exc)}") from exc
     return LocalRoot(Path(text).expanduser())
 
 
@@ -268,12 +274,25 @@ class RemoteRoot(StoreRoot):
         return foreign and not self.has_root_group()
 
     def has_root_group(self) -> bool:
-        self._fresh()
-        return bool(self.fs.isfile(self._key("zarr.json")))
+        info = self._info(self._key("zarr.json"))
+        return info is not None and info.get("type") == "file"
 
     def has(self, name: str) -> bool:
+        return self._info(self._key(name)) is not None
+
+    def _info(self, key: str) -> dict[str, Any] | None:
+        """`info` of `key`, None if absent; any other failure names the store.
+
+        Not fsspec's `exists` / `isfile`: they answer False for a credentials error too.
+        """
         self._fresh()
-        return bool(self.fs.exists(self._key(name)))
+        try:
+            info: dict[str, Any] = self.fs.info(key)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise OutputError(f"{self}: cannot use the store: {describe(exc)}") from exc
+        return info
 
     def present(self, names: Iterable[str]) -> set[str]:
         # One listing of the root (pages of 1,000 names), not a request per name.
@@ -302,17 +321,18 @@ class RemoteRoot(StoreRoot):
     def lock(self) -> Iterator[None]:
         """Hold the store's lock: the object ``.kmdist.lock``, created only if absent.
 
-        A waiter that sees the same holder's lock for `_STALE_LOCK` seconds of its own
-        clock (no clock is compared across hosts) takes it to be left by a run that
-        died, and removes it.
+        The holder rewrites the object every `_HEARTBEAT` seconds, so a waiter that sees
+        it unchanged for `_STALE_LOCK` seconds of its own clock (no clock is compared
+        across hosts) takes it to be left by a run that died, and removes it. The holder
+        removes the object at the end only if it is still its own.
         """
         key = self._key(LOCK_NAME)
-        token = f"{uuid.uuid4().hex}".encode()
+        mine = uuid.uuid4().hex
         seen: tuple[bytes, float] | None = None
         while True:
             try:
                 with self.fs.open(key, "xb") as f:
-                    f.write(token)
+                    f.write(f"{mine} 0".encode())
                 break
             except FileExistsError:
                 pass
@@ -330,16 +350,32 @@ class RemoteRoot(StoreRoot):
                 if seen is None or seen[0] != holder:
                     seen = (holder, now)
                 elif now - seen[1] > _STALE_LOCK:
-                    with contextlib.suppress(FileNotFoundError):
-                        self.fs.rm_file(key)
+                    if self._read(key) == holder:  # not taken over meanwhile
+                        with contextlib.suppress(FileNotFoundError):
+                            self.fs.rm_file(key)
                     seen = None
                     continue
             time.sleep(_LOCK_POLL)
+        beats = [0]
+        done = threading.Event()
+
+        def heartbeat() -> None:
+            while not done.wait(_HEARTBEAT):
+                beats[0] += 1
+                with contextlib.suppress(Exception):  # a missed beat is not an error
+                    self.fs.pipe_file(key, f"{mine} {beats[0]}".encode())
+
+        beating = threading.Thread(target=heartbeat, name="kmdist-lock-heartbeat", daemon=True)
+        beating.start()
         try:
             yield
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(key)
+            done.set()
+            beating.join()
+            held = self._read(key)
+            if held is not None and held.split()[0] == mine.encode():
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(key)
 
     def _read(self, key: str) -> bytes | None:
         try:

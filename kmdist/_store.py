@@ -264,7 +264,7 @@ def _read_block(root: StoreRoot, name: str) -> dict[str, Any] | None:
     """Read the ``kmdist`` block of image `name`; None when it cannot be read."""
     try:
         seg = zarr.open_group(root.store, path=f"{name}/{_SEG_PATH}", mode="r")
-    except (ValueError, TypeError, OSError):
+    except Exception:  # missing, damaged, or (a storage URL) unreachable: not readable
         return None
     block = seg.attrs.get("kmdist")
     return dict(block) if isinstance(block, Mapping) else None
