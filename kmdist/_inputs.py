@@ -214,34 +214,43 @@ def _expand_url(url: str) -> list[ImageRef]:
         if any(ch in path for ch in "*?["):
             return _glob_url(fs, path, url)
         info = fs.info(path)
+        name = PurePosixPath(path.rstrip("/")).name
+        if info.get("type") == "directory":
+            if is_zarr(url):
+                return [_file_ref(name, url)]
+            return _walk_url(fs, path, url)
     except FileNotFoundError:
         raise ImageReadError(url, "file not found") from None
     except (ImageReadError, MemoryError):
         raise
     except Exception as exc:  # no credentials, no such bucket, no package for the scheme
         raise ImageReadError(url, f"cannot list it ({describe(exc)})") from exc
-    name = PurePosixPath(path.rstrip("/")).name
-    if info.get("type") == "directory":
-        if is_zarr(url):
-            return [_file_ref(name, url)]
-        return _walk_url(fs, path, url)
     if archive_kind(path):
         return _list_archive(url)
     return [_file_ref(name, url)]
 
 
 def _walk_url(fs: Any, root: str, url: str) -> list[ImageRef]:
+    # Top down, as `_walk_folder`: hidden folders and the insides of *.zarr stores (one
+    # image each, maybe millions of chunk objects) are never listed.
+    base = root.rstrip("/")
     found: dict[str, ImageRef] = {}
-    for path in fs.find(root, withdirs=False):
-        parts = path[len(root) :].strip("/").split("/")
-        # The first folder named *.zarr is a store: one image, its contents not listed.
-        store = next((i for i, p in enumerate(parts[:-1]) if p.lower().endswith(".zarr")), None)
-        shown = parts if store is None else parts[: store + 1]
-        if any(_hidden(p) for p in shown):
-            continue
-        rel = "/".join(shown)
-        if store is not None or PurePosixPath(rel).suffix.lower() in IMAGE_SUFFIXES:
-            found.setdefault(rel, _file_ref(rel, join(url, rel)))
+    for folder, dirs, files in fs.walk(base, detail=False):
+        where = folder.rstrip("/")[len(base) :].strip("/")
+        subdirs = []
+        for d in dirs:
+            rel = f"{where}/{d}".strip("/")
+            if _hidden(d):
+                continue
+            if d.lower().endswith(".zarr"):
+                found[rel] = _file_ref(rel, join(url, rel))
+            else:
+                subdirs.append(d)
+        dirs[:] = subdirs
+        for f in files:
+            rel = f"{where}/{f}".strip("/")
+            if not _hidden(f) and PurePosixPath(f).suffix.lower() in IMAGE_SUFFIXES:
+                found[rel] = _file_ref(rel, join(url, rel))
     return [found[rel] for rel in sorted(found)]
 
 

@@ -24,7 +24,8 @@ _PARALLEL_ABOVE = 1 << 18
 _pool: ThreadPoolExecutor | None = None
 # Histogram merges of at least this many codes in all use a dense table.
 _DENSE_ABOVE = 1 << 18
-_local = threading.local()
+_table: npt.NDArray[np.uint32] | None = None
+_table_lock = threading.Lock()
 
 
 def _threads() -> int:
@@ -207,11 +208,14 @@ def _merge_dense(
 
 
 def _dense_table() -> npt.NDArray[np.uint32]:
-    """Return the calling thread's 2**24 counters (64 MiB), all zero between calls."""
-    table: npt.NDArray[np.uint32] | None = getattr(_local, "table", None)
-    if table is None:
-        table = _local.table = np.zeros(1 << 24, dtype=np.uint32)
-    return table
+    """Return the process's 2**24 counters (64 MiB), all zero between calls.
+
+    Hold `_table_lock` while using it.
+    """
+    global _table
+    if _table is None:
+        _table = np.zeros(1 << 24, dtype=np.uint32)
+    return _table
 
 
 def merge_sorted_counts(
@@ -233,15 +237,20 @@ def merge_sorted_counts(
         and total >= _DENSE_ABOVE
         and sum(int(n.sum()) for _, n in level) < 2**32
         and max(int(c[-1]) for c, _ in level if c.size) < 1 << 24
+        # One table a process, not a thread (a worker may run many): when another
+        # thread is using it, merge pairwise.
+        and _table_lock.acquire(blocking=False)
     ):
-        table = _dense_table()
+        global _table
         try:
-            return _merge_dense(
-                np.concatenate([c for c, _ in level]), np.concatenate([n for _, n in level]), table
-            )
+            codes = np.concatenate([c for c, _ in level])
+            counts = np.concatenate([n for _, n in level])
+            return _merge_dense(codes, counts, _dense_table())
         except BaseException:
-            _local.table = None  # possibly left with counts in it
+            _table = None  # possibly left with counts in it
             raise
+        finally:
+            _table_lock.release()
     while len(level) > 1:
         merged = [_merge_two(*level[i], *level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:

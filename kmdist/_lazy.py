@@ -8,6 +8,7 @@ Dask chunks are made of whole source chunks (see `kmdist._chunks`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
@@ -179,6 +180,19 @@ def _cached_source(kind: str, path: str, inner: str, stamp: object) -> Any:
     return zarr.open_array(_zarr_store(path), path=inner, mode="r")
 
 
+def _zarr_stamp(path: str) -> Stamp:
+    """Return what changes when a Zarr store is rewritten.
+
+    At a URL, its metadata object's stamp (a prefix has no size, time or ETag of its
+    own); locally, the folder's.
+    """
+    if is_url(path):
+        for name in ("zarr.json", ".zarray", ".zgroup"):
+            with contextlib.suppress(FileNotFoundError):
+                return stat(f"{path.rstrip('/')}/{name}").stamp
+    return stat(path).stamp
+
+
 def _zarr_store(path: str) -> Any:
     # Zarr opens URLs through fsspec too, but read-only only when told so.
     if is_url(path):
@@ -274,7 +288,7 @@ def open_zarr(path: str, source: str, yx: tuple[int, int] | None) -> da.Array:
     roles = _zarr_roles(axes, shape, source)
     units = tuple(int(u) for u in (arr.shards or arr.chunks))
     layout = Layout(shape, np.dtype(arr.dtype), roles, units)
-    lazy = _LazySource("zarr", path, inner, source, layout, stat(path).stamp)
+    lazy = _LazySource("zarr", path, inner, source, layout, _zarr_stamp(path))
     return _lazy_array(lazy, layout, yx)
 
 

@@ -83,7 +83,8 @@ def test_merge_of_any_parts_equals_unique_of_all(dense, parts):
         check_merge(parts)
     finally:
         _kernels._DENSE_ABOVE = before
-    assert not _kernels._dense_table().any()  # left clean for the next merge
+    with _kernels._table_lock:
+        assert not _kernels._dense_table().any()  # left clean for the next merge
 
 
 def test_merge_counts_beyond_32_bits():

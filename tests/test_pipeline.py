@@ -150,7 +150,11 @@ def test_an_image_held_on_the_cluster_is_read_once_with_the_same_output(
     assert held is not image and len(futures_of(held)) == image.npartitions
     assert_array_equal(held.compute(), image.compute())
     opts = SegmentOptions(n_colors=6)
+    calls = []
+    hold = _pipeline._held
+    monkeypatch.setattr(_pipeline, "_held", lambda im: calls.append(im) or hold(im))
     once = _pipeline.segment_one(ref, tmp_path / "once.zarr", opts)
+    assert len(calls) == 1  # the histogram path holds the image
     monkeypatch.setattr(_pipeline, "_HOLD_BYTES", image.nbytes - 1)
     assert _pipeline._held(image) is image
     twice = _pipeline.segment_one(ref, tmp_path / "twice.zarr", opts)

@@ -188,6 +188,10 @@ def test_s3_lock_excludes_other_runs_and_outlives_no_dead_holder(bucket, monkeyp
     monkeypatch.setattr(_root, "_STALE_LOCK", 0.5)
     with first.lock():
         assert fs.cat(f"{bucket}/locked.zarr/{_root.LOCK_NAME}") != b"dead-run"
+        # Taken over meanwhile (this holder looked dead): its release leaves the new
+        # holder's lock alone.
+        fs.pipe(f"{bucket}/locked.zarr/{_root.LOCK_NAME}", b"another-run 0")
+    assert fs.cat(f"{bucket}/locked.zarr/{_root.LOCK_NAME}") == b"another-run 0"
 
 
 @pytest.mark.slow
@@ -270,3 +274,12 @@ def test_missing_credentials_name_the_url_and_exit_one(photos, bucket, tmp_path)
     assert proc.returncode == 1
     assert f"{store}: cannot use the store: Unable to locate credentials" in proc.stdout
     assert "Traceback" not in proc.stderr
+    # The same with --resume (the completeness check comes first) and for `kmdist info`.
+    with_creds = run("segment", str(photos / "photos" / "china.png"), "-o", store, "-k", "4")
+    assert with_creds.returncode == 0, with_creds.stderr
+    proc = run("segment", str(photos / "photos"), "-o", store, "--resume", env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{store}: cannot use the store: Unable to locate credentials" in proc.stdout
+    proc = run("info", store, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{store}: cannot use the store: Unable to locate credentials" in proc.stderr
