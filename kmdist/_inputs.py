@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import PurePath, PurePosixPath
 from typing import Any
@@ -121,7 +122,7 @@ def expand(path: str, follow_symlinks: bool) -> list[ImageRef]:
         if archive_kind(path):
             return _list_archive(path)
         return [_file_ref(os.path.basename(path), path)]
-    if any(ch in path for ch in "*?["):
+    if _has_magic(path):
         return _expand_glob(path)
     raise ImageReadError(path, "file not found")
 
@@ -184,23 +185,38 @@ def _expand_glob(pattern: str) -> list[ImageRef]:
     matches = sorted(glob.glob(pattern, recursive=True))
     if not matches:
         raise ImageReadError(pattern, "no file matches this pattern")
-    head: list[str] = []
-    for part in PurePath(pattern).parts:
-        if any(ch in part for ch in "*?["):
-            break
-        head.append(part)
+    head = _fixed_head(PurePath(pattern).parts)
     root = os.path.join(*head) if head else os.curdir
     refs: list[ImageRef] = []
     for match in matches:
         rel = PurePath(os.path.relpath(match, root)).as_posix()
-        if os.path.isdir(match):
-            if is_zarr(match):
-                refs.append(_file_ref(rel, match))
-        elif archive_kind(match):
-            refs.extend(_list_archive(match))
-        elif PurePosixPath(match).suffix.lower() in IMAGE_SUFFIXES:
-            refs.append(_file_ref(rel, match))
+        refs.extend(_match_refs(rel, match, os.path.isdir(match)))
     return refs
+
+
+def _has_magic(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _fixed_head(parts: Sequence[str]) -> list[str]:
+    """Return the leading parts of a glob pattern without a wildcard: its root folder."""
+    head: list[str] = []
+    for part in parts:
+        if _has_magic(part):
+            break
+        head.append(part)
+    return head
+
+
+def _match_refs(rel: str, path: str, is_dir: bool) -> list[ImageRef]:
+    """List what one glob match gives: a Zarr store, an archive's images, an image file."""
+    if is_dir:
+        return [_file_ref(rel, path)] if is_zarr(path) else []
+    if archive_kind(path):
+        return _list_archive(path)
+    if PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES:
+        return [_file_ref(rel, path)]
+    return []
 
 
 def _expand_url(url: str) -> list[ImageRef]:
@@ -211,7 +227,7 @@ def _expand_url(url: str) -> list[ImageRef]:
     """
     try:
         fs, path = remote(url)
-        if any(ch in path for ch in "*?["):
+        if _has_magic(path):
             return _glob_url(fs, path, url)
         info = fs.info(path)
         name = PurePosixPath(path.rstrip("/")).name
@@ -258,25 +274,14 @@ def _glob_url(fs: Any, pattern: str, url: str) -> list[ImageRef]:
     matches = fs.glob(pattern, detail=True)
     if not matches:
         raise ImageReadError(url, "no file matches this pattern")
-    head: list[str] = []
-    for part in pattern.split("/"):
-        if any(ch in part for ch in "*?["):
-            break
-        head.append(part)
-    root = "/".join(head)
+    root = "/".join(_fixed_head(pattern.split("/")))
     refs: list[ImageRef] = []
     for path in sorted(matches):
         rel = path[len(root) :].strip("/") if path.startswith(root) else path
         if any(_hidden(p) for p in rel.split("/")):
             continue  # as glob.glob skips them locally
-        full = fs.unstrip_protocol(path)
-        if matches[path].get("type") == "directory":
-            if is_zarr(full):
-                refs.append(_file_ref(rel, full))
-        elif archive_kind(path):
-            refs.extend(_list_archive(full))
-        elif PurePosixPath(path).suffix.lower() in IMAGE_SUFFIXES:
-            refs.append(_file_ref(rel, full))
+        is_dir = matches[path].get("type") == "directory"
+        refs.extend(_match_refs(rel, fs.unstrip_protocol(path), is_dir))
     return refs
 
 
