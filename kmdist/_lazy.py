@@ -22,7 +22,7 @@ import zarr
 
 from ._chunks import MAX_CHUNK_BYTES, WHOLE_CHUNK, aligned_chunks
 from ._errors import ImageReadError, decode_errors, describe
-from ._fs import Stamp, is_url, open_input, remote, stat
+from ._fs import Stamp, is_url, join, open_input, remote, stat
 
 __all__ = ["TIFF_MAGIC", "Layout", "is_zarr", "open_tiff", "open_zarr", "tiff_source", "to_yxc"]
 
@@ -189,7 +189,7 @@ def _zarr_stamp(path: str) -> Stamp:
     if is_url(path):
         for name in ("zarr.json", ".zarray", ".zgroup"):
             with contextlib.suppress(FileNotFoundError):
-                return stat(f"{path.rstrip('/')}/{name}").stamp
+                return stat(join(path, name)).stamp
     return stat(path).stamp
 
 
