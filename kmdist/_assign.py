@@ -16,11 +16,19 @@ from dask.delayed import delayed
 
 from ._cluster import active_client
 from ._color import to_clustering_space
-from ._kernels import lut_labels
+from ._kernels import color_planes, lut_labels
 from ._lloyd import nearest
 from ._palette import Palette
 
-__all__ = ["assign_pixels", "build_lut", "label_dtype", "pack_rgb8", "recolor", "segment"]
+__all__ = [
+    "assign_pixels",
+    "build_lut",
+    "label_dtype",
+    "pack_rgb8",
+    "recolor",
+    "recolor_planes",
+    "segment",
+]
 
 _LUT_SLAB = 1 << 20
 _LUT_MIN_PIXELS = 1 << 22
@@ -184,3 +192,17 @@ def recolor(labels: da.Array, palette: Palette) -> da.Array:
 
 def _take_kernel(labels: npt.NDArray[Any], colors: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return colors[labels]
+
+
+def recolor_planes(labels: da.Array, palette: Palette) -> da.Array:
+    """`recolor` channel first, shape (c, y, x), as OME-Zarr stores an image."""
+    colors = palette.colors_as()
+    return da.map_blocks(
+        color_planes,
+        labels,
+        colors,
+        new_axis=0,
+        chunks=((palette.channels,), *labels.chunks),
+        dtype=colors.dtype,
+        meta=np.empty((0, 0, 0), dtype=colors.dtype),
+    )

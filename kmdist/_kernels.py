@@ -17,7 +17,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["hamerly_step", "lut_labels", "merge_sorted_counts"]
+__all__ = ["color_planes", "hamerly_step", "lut_labels", "merge_sorted_counts"]
 
 # Below this many samples a Lloyd step runs in one thread: a thread hand-off costs more.
 _PARALLEL_ABOVE = 1 << 18
@@ -35,11 +35,10 @@ def _threads() -> int:
 @numba.njit(cache=True, nogil=True)
 def _hamerly_step(
     X: npt.NDArray[np.floating[Any]],
-    wx: npt.NDArray[np.float64],
     w: npt.NDArray[np.float64],
-    wxx: npt.NDArray[np.float64],
     centers: npt.NDArray[np.float64],
-    shift: npt.NDArray[np.float64],
+    drift: npt.NDArray[np.float64],
+    max_drift: float,
     labels: npt.NDArray[np.int32],
     upper: npt.NDArray[np.float64],
     lower: npt.NDArray[np.float64],
@@ -50,16 +49,15 @@ def _hamerly_step(
 ) -> int:
     n, d = X.shape
     k = centers.shape[0]
-    max_shift = shift.max()
     searched = 0
     for i in range(n):
         old = labels[i]
-        u = upper[i] + shift[old]
-        lo = lower[i] - max_shift
+        # Bounds are stored net of the drifts (see `hamerly_step`): a sample whose
+        # bounds hold is only read, never written.
+        u = upper[i] + drift[old]
+        lo = lower[i] - max_drift
         # Same margin as the NumPy path: covers the distances' round-off.
         if u < lo - (1e-7 * (u + lo + scale) + 1e-12):
-            upper[i] = u
-            lower[i] = lo
             continue
         searched += 1
         best = np.inf
@@ -76,17 +74,25 @@ def _hamerly_step(
                 new = j
             elif dist < second:
                 second = dist
-        upper[i] = math.sqrt(best)
-        lower[i] = math.sqrt(second)
+        upper[i] = math.sqrt(best) - drift[new]
+        lower[i] = math.sqrt(second) + max_drift
         if new != old:
             labels[i] = new
+            # The sample's moments, computed where needed rather than stored (40 bytes
+            # a sample that would be written once and read rarely).
+            wi = w[i]
+            xx = 0.0
             for f in range(d):
-                sums[old, f] -= wx[i, f]
-                sums[new, f] += wx[i, f]
-            weights[old] -= w[i]
-            weights[new] += w[i]
-            sq[old] -= wxx[i]
-            sq[new] += wxx[i]
+                wx = np.float64(X[i, f]) * wi
+                xx += wx * X[i, f]
+                sums[new, f] += wx
+                if old >= 0:
+                    sums[old, f] -= wx
+            weights[new] += wi
+            sq[new] += xx
+            if old >= 0:
+                weights[old] -= wi
+                sq[old] -= xx
     return searched
 
 
@@ -97,12 +103,20 @@ def hamerly_step(
 
     Updates `bounds` (a ``kmdist._rows._Bounds``) in place: each sample's bounds grow by
     the centre shifts; a sample whose bounds overlap is searched against every centre,
-    and the cluster moments follow samples that change cluster. Large inputs are split
-    over the cores' threads (the kernel releases the GIL), each slice with its own
-    moment changes, added up afterwards.
+    and the cluster moments follow samples that change cluster. Samples labelled -1,
+    with infinite upper bounds, are searched and added to the moments: the first step.
+    Large inputs are split over the cores' threads (the kernel releases the GIL), each
+    slice with its own moment changes, added up afterwards.
     """
     global _pool
     shift = np.sqrt(((centers - bounds.centers) ** 2).sum(axis=1))
+    # Hamerly adds each centre's shift to the upper bounds of its samples and the largest
+    # shift to every lower bound, a write of every sample each step. Bounds are stored
+    # instead net of the shifts summed since the run began (`drift` a centre, and the
+    # largest shifts' sum): a step reads 20 bytes a sample and writes only the samples
+    # it searches (2.06 million colours: 3.7 to 2.6 ms a step, with the moments below).
+    bounds.drift += shift
+    bounds.max_drift += float(shift.max())
     scale = float(np.sqrt((centers**2).sum(axis=1)).max())
     n = X.shape[0]
     parts = min(_threads(), max(1, n // _PARALLEL_ABOVE))
@@ -112,11 +126,10 @@ def hamerly_step(
         return int(
             _hamerly_step(
                 X[a:b],
-                bounds.wx[a:b],
                 bounds.w[a:b],
-                bounds.wxx[a:b],
                 centers,
-                shift,
+                bounds.drift,
+                bounds.max_drift,
                 bounds.labels[a:b],
                 bounds.upper[a:b],
                 bounds.lower[a:b],
@@ -276,4 +289,42 @@ def lut_labels(block: npt.NDArray[np.uint8], lut: npt.NDArray[Any]) -> npt.NDArr
     """
     out = np.empty(block.shape[:2], dtype=lut.dtype)
     _lut_labels(block, lut, out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _color_planes(
+    labels: npt.NDArray[np.integer[Any]], colors: npt.NDArray[Any], out: npt.NDArray[Any]
+) -> int:
+    h, w = labels.shape
+    k, c = colors.shape
+    for y in range(h):
+        for x in range(w):
+            if labels[y, x] >= k:
+                return int(labels[y, x])
+    # A plane at a time: each pass writes one sequential stream.
+    for ch in range(c):
+        for y in range(h):
+            for x in range(w):
+                out[ch, y, x] = colors[labels[y, x], ch]
+    return -1
+
+
+def color_planes(
+    labels: npt.NDArray[np.integer[Any]], colors: npt.NDArray[Any]
+) -> npt.NDArray[Any]:
+    """Return the (c, y, x) image of (y, x) unsigned `labels` coloured by `colors` (k, c).
+
+    One pass straight into channel-first planes, as OME-Zarr stores them: NumPy's
+    ``colors[labels]`` then a transposed copy took 119 + 15 ms for 4096 x 4096 labels.
+
+    Raises
+    ------
+    ValueError
+        A label has no colour (it is `k` or more).
+    """
+    out = np.empty((colors.shape[1], *labels.shape), dtype=colors.dtype)
+    bad = _color_planes(labels, colors, out)
+    if bad >= 0:
+        raise ValueError(f"label {bad} has no colour: the palette has {colors.shape[0]} colours")
     return out

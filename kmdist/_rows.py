@@ -28,7 +28,6 @@ from ._lloyd import (
     block_far_points,
     block_stats,
     nearest,
-    two_nearest,
 )
 from ._validation import check_finite
 
@@ -105,23 +104,23 @@ class _Bounds:
     """
 
     def __init__(self, X: FloatArray, w: F64, centers: F64) -> None:
+        n = X.shape[0]
         self.k = centers.shape[0]
         self.centers = centers.copy()
-        self.labels, first, second = two_nearest(X, centers)
-        self.upper, self.lower = np.sqrt(first), np.sqrt(second)
-        self.wx = X.astype(np.float64) * w[:, None]
-        self.wxx = np.einsum("ij,ij->i", self.wx, X)
         self.w = w
+        # No sample labelled yet, so the first step searches every one (threaded,
+        # compiled) and adds it to the moments.
+        self.labels = np.full(n, -1, dtype=np.int32)
+        self.upper = np.full(n, np.inf)
+        self.lower = np.zeros(n)
+        # Shifts summed since these bounds were set, per centre and the largest's sum:
+        # the bounds in effect are ``upper + drift[label]`` and ``lower - max_drift``.
+        self.drift = np.zeros(self.k)
+        self.max_drift = 0.0
         self.sums = np.zeros((self.k, X.shape[1]))
         self.weights = np.zeros(self.k)
         self.sq = np.zeros(self.k)
-        self._add(np.arange(X.shape[0]), self.labels, 1.0)
-
-    def _add(self, idx: npt.NDArray[np.intp], labels: npt.NDArray[Any], sign: float) -> None:
-        for j in range(self.sums.shape[1]):
-            self.sums[:, j] += sign * np.bincount(labels, self.wx[idx, j], minlength=self.k)
-        self.weights += sign * np.bincount(labels, self.w[idx], minlength=self.k)
-        self.sq += sign * np.bincount(labels, self.wxx[idx], minlength=self.k)
+        hamerly_step(self, X, centers)
 
     def move(self, X: FloatArray, centers: F64) -> None:
         """Update for new centres; re-search only samples the bounds cannot settle."""

@@ -38,7 +38,8 @@ from dask.base import compute
 from zarr.codecs import BloscCodec
 from zarr.errors import ZarrUserWarning
 
-from ._assign import label_dtype, recolor
+from ._assign import label_dtype, recolor_planes
+from ._kernels import color_planes
 from ._palette import Palette, PaletteError
 from ._root import OutputError, StoreRoot, open_root
 
@@ -695,11 +696,9 @@ def _level_writes(
         dimension_names=("c", "y", "x"),
     )
     if isinstance(labels, np.ndarray):
-        colors = palette.colors_as()
-        return [labels, np.moveaxis(colors[labels], 2, 0)], [label_array, image_array]
+        return [labels, color_planes(labels, palette.colors_as())], [label_array, image_array]
     label_source = labels.rechunk(label_shard or chunk)
-    image_labels = labels.rechunk(image_shard or chunk)
-    image_source = recolor(image_labels, palette).transpose(2, 0, 1)
+    image_source = recolor_planes(labels.rechunk(image_shard or chunk), palette)
     return [label_source, image_source], [label_array, image_array]
 
 

@@ -140,3 +140,61 @@ def test_fused_lookup_equals_pack_and_take(rng, dtype):
     labels = lut_labels(block, lut)
     assert labels.dtype == dtype and labels.shape == block.shape[:2]
     assert_array_equal(labels, lut[pack_rgb8(block)])
+
+
+@pytest.mark.parametrize(("n", "bits"), [(70_000, 4), (70_000, 7), (300, 6)])
+def test_coarse_bins_by_counting_equal_bins_by_sorting(rng, n, bits):
+    # Many colours are binned by counting into every bin, few by sorting their keys;
+    # either way each bin is its colours' weighted mean, bins in key order.
+    from kmdist._learn import _coarse_rows
+    from kmdist._rows import NumpyRows
+
+    codes = np.unique(rng.integers(0, 1 << 24, n).astype(np.uint32))
+    w = rng.integers(1, 50, codes.size).astype(np.float64)
+    X = unpack_rgb8(codes).astype(np.float64)
+    got = _coarse_rows(NumpyRows(X, w), codes, bits=bits)
+    shift = 8 - bits
+    rgb = unpack_rgb8(codes).astype(np.int64) >> shift
+    key = (rgb[:, 0] << (2 * bits)) | (rgb[:, 1] << bits) | rgb[:, 2]
+    bins, inverse = np.unique(key, return_inverse=True)
+    want_w = np.bincount(inverse, weights=w)
+    want_X = np.stack([np.bincount(inverse, weights=w * X[:, j]) for j in range(3)], 1)
+    assert got.n_samples == bins.size
+    assert_array_equal(got.w, want_w)
+    np.testing.assert_allclose(got.X, want_X / want_w[:, None], rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_hamerly_bounds_give_the_full_search_statistics(rng, dtype):
+    # Bounds stored net of the summed centre shifts skip samples; the statistics of
+    # every step must still be those of a search of every sample against every centre.
+    from kmdist._lloyd import block_stats
+    from kmdist._rows import NumpyRows
+
+    X = rng.normal(size=(5000, 3)).astype(dtype) * 40 + 128
+    w = rng.integers(1, 9, X.shape[0]).astype(np.float64)
+    rows = NumpyRows(X, w)
+    centers = X[rng.choice(X.shape[0], 7, replace=False)].astype(np.float64)
+    for step in range(25):
+        got = rows.stats(centers[None])
+        want = block_stats(X, w, centers[None])
+        np.testing.assert_allclose(got[0, :, :4], want[0, :, :4], rtol=1e-9, atol=1e-6)
+        # Inertia: the reference computes distances in X's precision.
+        rtol = 1e-5 if dtype == np.float32 else 1e-9
+        np.testing.assert_allclose(got[0, :, 4], want[0, :, 4], rtol=rtol)
+        # Large moves early, small late: both bound outcomes are exercised.
+        centers = centers + rng.normal(size=centers.shape) * (8.0 if step < 5 else 0.3)
+
+
+@pytest.mark.parametrize(("ldtype", "cdtype"), [(np.uint8, np.uint8), (np.uint16, np.float64)])
+def test_color_planes_equal_numpy_take(rng, ldtype, cdtype):
+    from kmdist._kernels import color_planes
+
+    colors = rng.integers(0, 256, (300, 3)).astype(cdtype)
+    labels = rng.integers(0, 256 if ldtype == np.uint8 else 300, (60, 80)).astype(ldtype)
+    strided = labels[::2, 1::3]  # a Dask block may be a view
+    planes = color_planes(strided, colors)
+    assert planes.dtype == cdtype and planes.flags.c_contiguous
+    assert_array_equal(planes, np.moveaxis(colors[strided], 2, 0))
+    with pytest.raises(ValueError, match="label 7 has no colour: the palette has 5 colours"):
+        color_planes(np.array([[0, 7]], dtype=ldtype), colors[:5])

@@ -346,7 +346,7 @@ def test_interrupted_write_leaves_incomplete_marker(tmp_path, sample):
     store = tmp_path / "out.zarr"
     bad = labels.copy()
     bad[-1, -1] = 9  # no such colour: recolouring the last block fails mid-write
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match="label 9 has no colour: the palette has 5 colours"):
         write(store, "photo", bad, palette)
     block = attrs_of(store / "photo/labels/segmentation")["kmdist"]
     assert block["complete"] is False and block["k"] == 5
