@@ -38,11 +38,14 @@ def _shipped(table: npt.NDArray[Any]) -> Any:
     """Make the table one graph dependency, so each worker receives it once.
 
     On a distributed cluster it is scattered to every worker up front (and not put into
-    the graph); otherwise it becomes a single delayed key.
+    the graph), unless it is there already (a Future); otherwise it becomes a single
+    delayed key.
     """
     client = active_client()
     if client is None:
         return delayed(table, pure=True)
+    if not isinstance(table, np.ndarray):
+        return table  # already on the cluster (a Future)
     return client.scatter(table, broadcast=True, hash=True)
 
 
@@ -120,8 +123,9 @@ def segment(image: da.Array, palette: Palette, *, lut: npt.NDArray[Any] | None =
         The image, with `palette.channels` channels.
     palette : Palette
         Colours to assign.
-    lut : ndarray, optional
-        A ready lookup table for 8-bit RGB (see `build_lut`); built when omitted.
+    lut : ndarray or distributed.Future, optional
+        A ready lookup table for 8-bit RGB (see `build_lut`), or a Future of one held
+        on the cluster; built when omitted.
 
     Returns
     -------
