@@ -19,7 +19,7 @@ from dask.base import compute
 from dask.delayed import Delayed, delayed
 
 from ._assign import pack_rgb8, unpack_rgb8
-from ._kernels import merge_sorted_counts
+from ._kernels import count_colors, merge_sorted_counts
 from ._rows import tree_reduce
 
 __all__ = [
@@ -70,6 +70,11 @@ def is_rgb8(image: Any) -> bool:
 
 def chunk_histogram(block: npt.NDArray[np.uint8]) -> ColorHistogram:
     """Histogram of one (..., 3) uint8 block."""
+    if block.ndim == 3:
+        counted = count_colors(block)
+        if counted is not None:
+            return ColorHistogram(*counted)
+    # Another thread is using the process's table (or an unusual shape): sort instead.
     codes, counts = np.unique(pack_rgb8(block).ravel(), return_counts=True)
     return ColorHistogram(codes.astype(np.uint32), counts.astype(np.int64))
 

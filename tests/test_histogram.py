@@ -198,3 +198,20 @@ def test_color_planes_equal_numpy_take(rng, ldtype, cdtype):
     assert_array_equal(planes, np.moveaxis(colors[strided], 2, 0))
     with pytest.raises(ValueError, match="label 7 has no colour: the palette has 5 colours"):
         color_planes(np.array([[0, 7]], dtype=ldtype), colors[:5])
+
+
+def test_colour_counts_with_the_table_busy_equal_unique(rng):
+    # The dense table serves one thread at a time; a block counted while another thread
+    # holds it is sorted instead, with the same result.
+    from kmdist._kernels import _table_lock
+
+    block = rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8)[:, ::2]
+    codes, counts = np.unique(pack_rgb8(block).ravel(), return_counts=True)
+    free = chunk_histogram(block)
+    with _table_lock:
+        busy = chunk_histogram(block)
+    for got in (free, busy):
+        assert_array_equal(got.codes, codes)
+        assert_array_equal(got.counts, counts)
+    # The table is left clean: a second count is not inflated by the first.
+    assert_array_equal(chunk_histogram(block).counts, counts)
