@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,8 @@ class Row:
     peak_rss_gb: float | None = None
     note: str = ""
     runs: list[float] = field(default_factory=list)
+    # CPU seconds of the whole process tree over wall seconds: cores kept busy.
+    cores: float | None = None
 
 
 def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, list[float], Any]:
@@ -82,7 +85,7 @@ def inertia(X: np.ndarray, centers: np.ndarray, labels: np.ndarray | None = None
 
 @dataclass
 class Measured:
-    """A finished process: wall time, exit code, peak memory of its process tree."""
+    """A finished process: wall time, exit code, peak memory and CPU of its process tree."""
 
     seconds: float
     returncode: int | None
@@ -90,22 +93,31 @@ class Measured:
     peak_client_gb: float
     output: str
     capped: bool = False
+    cpu_seconds: float = 0.0
+
+    @property
+    def cores(self) -> float:
+        """Cores kept busy on average: CPU seconds of the tree over wall seconds."""
+        return self.cpu_seconds / self.seconds if self.seconds else 0.0
 
 
 def run_measured(cmd: Sequence[str], *, timeout: float | None = None) -> Measured:
     """Run `cmd` as its own process; sample the RSS of it and its children every 0.2 s.
 
     After `timeout` seconds the whole process tree is killed and the run is marked
-    capped (its time is then a lower bound).
+    capped (its time is then a lower bound). CPU time is that of every process of the
+    tree (each is waited for by its parent, so it counts in this process's children).
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Output goes to a file, not a pipe: nothing reads a pipe until the end, and a full
     # one (64 KiB: a thousand images' report lines) would block the process for good.
     with tempfile.TemporaryFile(mode="w+") as log:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.Popen(list(cmd), stdout=log, stderr=subprocess.STDOUT, env=env)
         peak_total, peak_client, capped = _watch(proc, t0, timeout)
         seconds = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         log.seek(0)
         out = log.read()
     return Measured(
@@ -115,6 +127,7 @@ def run_measured(cmd: Sequence[str], *, timeout: float | None = None) -> Measure
         peak_client_gb=peak_client / 2**30,
         output=out,
         capped=capped,
+        cpu_seconds=(after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
     )
 
 

@@ -88,6 +88,7 @@ def run(side: int, work: Path, workers: int = 2) -> dict[str, Any]:
         "workers": workers,
         "build_seconds": round(build, 1),
         "seconds": round(m.seconds, 1),
+        "cores_busy": round(m.cores, 2),
         "peak_rss_total_gb": round(m.peak_rss_gb, 2),
         "peak_rss_client_gb": round(m.peak_client_gb, 2),
     }

@@ -24,15 +24,19 @@ from common import RESULTS, ROOT, python
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "images" / "benchmarks.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-BENCHES = ("palette", "end_to_end", "archive", "memory")
+BENCHES = ("palette", "end_to_end", "archive", "memory", "scaling")
 
 
 def _command(name: str, quick: bool, work: Path, cap: float) -> list[str] | None:
     here = Path(__file__).parent
-    if name == "memory":
+    if name in ("memory", "scaling"):
         if quick:
             return None  # gigapixel inputs take minutes to build: full mode only
-        return [python(), str(here / "gigapixel.py"), "--work", str(work)]
+        cmd = [python(), str(here / "gigapixel.py"), "--work", str(work)]
+        if name == "scaling":
+            # Target 4 at 268 MP: 1 worker here, 2 workers in the memory run.
+            cmd += ["--side", "16384", "--workers", "1", "--save", "scaling"]
+        return cmd
     cmd = [python(), str(here / f"{name}.py")]
     if name != "palette":
         cmd += ["--work", str(work), "--cap", str(cap)]
