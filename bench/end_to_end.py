@@ -105,12 +105,11 @@ def run(side: int, work: Path, cap: float, scaling: bool, repeats: int) -> dict[
         score = next((i for _, i in runs if i is not None), None)  # the same every run
         note = f"capped: killed after {cap:.0f} s" if m.capped else ""
         times = [r[0].seconds for r in runs]
-        rows.append(Row(case, method, m.seconds, score, m.peak_rss_gb, note, times, m.cores))
+        # A killed run's children were never waited for: their CPU is not counted.
+        cores = None if m.capped else m.cores
+        rows.append(Row(case, method, m.seconds, score, m.peak_rss_gb, note, times, cores))
         shown = ", ".join(f"{t:.1f}" for t in times)
-        print(
-            f"{method:<34}{m.seconds:>8.1f} s ({shown}) {m.cores:4.2f} cores "
-            f"{m.peak_rss_gb:5.2f} GB {score} {note}"
-        )
+        print(f"{method:<34}{m.seconds:>8.1f} s ({shown}) {m.peak_rss_gb:5.2f} GB {score} {note}")
 
     plan: list[tuple[str, Callable[[bool], tuple[Measured, float | None]]]] = [
         ("kmdist segment (2 workers)", lambda s: _kmdist(src, work / "e2e-kmdist.zarr", 2, s)),

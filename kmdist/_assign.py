@@ -13,6 +13,7 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 from dask.delayed import delayed
+from distributed import Future
 
 from ._cluster import active_client
 from ._color import to_clustering_space
@@ -34,18 +35,18 @@ _LUT_SLAB = 1 << 20
 _LUT_MIN_PIXELS = 1 << 22
 
 
-def _shipped(table: npt.NDArray[Any]) -> Any:
+def _shipped(table: npt.NDArray[Any] | Future) -> Any:
     """Make the table one graph dependency, so each worker receives it once.
 
     On a distributed cluster it is scattered to every worker up front (and not put into
     the graph), unless it is there already (a Future); otherwise it becomes a single
     delayed key.
     """
+    if isinstance(table, Future):
+        return table  # already on the cluster
     client = active_client()
     if client is None:
         return delayed(table, pure=True)
-    if not isinstance(table, np.ndarray):
-        return table  # already on the cluster (a Future)
     return client.scatter(table, broadcast=True, hash=True)
 
 
@@ -114,7 +115,9 @@ def _nearest_kernel(
     return nearest(pts, centers)[0].astype(out).reshape(block.shape[:-1])
 
 
-def segment(image: da.Array, palette: Palette, *, lut: npt.NDArray[Any] | None = None) -> da.Array:
+def segment(
+    image: da.Array, palette: Palette, *, lut: npt.NDArray[Any] | Future | None = None
+) -> da.Array:
     """Label every pixel of `image` with its nearest palette colour, block by block.
 
     Parameters

@@ -70,10 +70,9 @@ def is_rgb8(image: Any) -> bool:
 
 def chunk_histogram(block: npt.NDArray[np.uint8]) -> ColorHistogram:
     """Histogram of one (..., 3) uint8 block."""
-    if block.ndim == 3:
-        counted = count_colors(block)
-        if counted is not None:
-            return ColorHistogram(*counted)
+    counted = count_colors(block)
+    if counted is not None:
+        return ColorHistogram(*counted)
     # Another thread is using the process's table (or an unusual shape): sort instead.
     codes, counts = np.unique(pack_rgb8(block).ravel(), return_counts=True)
     return ColorHistogram(codes.astype(np.uint32), counts.astype(np.int64))

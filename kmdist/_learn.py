@@ -148,10 +148,9 @@ def palette_from_histogram(
             centers = first.centers[[int(np.argmin(first.inertia))]]
             for bits in (6, 7):
                 middle = _coarse_rows(rows, hist.codes, bits=bits)
-                if middle.n_samples < rows.n_samples // 2:
-                    centers = lloyd(
-                        middle, centers, max_iter=max_iter, tol=tol_abs, eps=eps
-                    ).centers
+                if middle.n_samples >= rows.n_samples // 2:
+                    break  # a finer stage would be larger still
+                centers = lloyd(middle, centers, max_iter=max_iter, tol=tol_abs, eps=eps).centers
         else:
             centers = seed_centers(rows, k, seeding, n_init, rng, rows.n_samples)
     else:
@@ -183,12 +182,12 @@ def _coarse_rows(rows: NumpyRows, codes: npt.NDArray[np.uint32], bits: int) -> N
         # Many colours: counting into every bin (2**21 at 7 bits) costs less than
         # sorting the keys (2.06 million colours: 30 against 65 ms).
         w = np.bincount(key, weights=rows.w, minlength=1 << (3 * bits))
-        used = np.flatnonzero(w)
         inverse = key
     else:
         _, inverse = np.unique(key, return_inverse=True)
         w = np.bincount(inverse, weights=rows.w)
-        used = np.arange(w.size)
+    # Bins of weight 0 have no mean colour (and, counting, include empty bins).
+    used = np.flatnonzero(w)
     X = np.stack(
         [np.bincount(inverse, weights=rows.w * rows.X[:, j])[used] for j in range(rows.n_features)],
         axis=1,

@@ -142,7 +142,7 @@ def test_fused_lookup_equals_pack_and_take(rng, dtype):
     assert_array_equal(labels, lut[pack_rgb8(block)])
 
 
-@pytest.mark.parametrize(("n", "bits"), [(70_000, 4), (70_000, 7), (300, 6)])
+@pytest.mark.parametrize(("n", "bits"), [(70_000, 4), (600_000, 7), (70_000, 7), (300, 6)])
 def test_coarse_bins_by_counting_equal_bins_by_sorting(rng, n, bits):
     # Many colours are binned by counting into every bin, few by sorting their keys;
     # either way each bin is its colours' weighted mean, bins in key order.
@@ -151,6 +151,7 @@ def test_coarse_bins_by_counting_equal_bins_by_sorting(rng, n, bits):
 
     codes = np.unique(rng.integers(0, 1 << 24, n).astype(np.uint32))
     w = rng.integers(1, 50, codes.size).astype(np.float64)
+    w[::7] = 0  # colours of weight 0 (bins of only such colours have no mean)
     X = unpack_rgb8(codes).astype(np.float64)
     got = _coarse_rows(NumpyRows(X, w), codes, bits=bits)
     shift = 8 - bits
@@ -159,22 +160,32 @@ def test_coarse_bins_by_counting_equal_bins_by_sorting(rng, n, bits):
     bins, inverse = np.unique(key, return_inverse=True)
     want_w = np.bincount(inverse, weights=w)
     want_X = np.stack([np.bincount(inverse, weights=w * X[:, j]) for j in range(3)], 1)
-    assert got.n_samples == bins.size
+    keep = want_w > 0
+    want_w, want_X = want_w[keep], want_X[keep]
+    assert got.n_samples == keep.sum() < bins.size
     assert_array_equal(got.w, want_w)
     np.testing.assert_allclose(got.X, want_X / want_w[:, None], rtol=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_hamerly_bounds_give_the_full_search_statistics(rng, dtype):
+@pytest.mark.parametrize(
+    ("dtype", "k", "threads"),
+    [(np.float64, 7, 1), (np.float32, 7, 1), (np.float64, 7, 3), (np.float64, 1, 3)],
+)
+def test_hamerly_bounds_give_the_full_search_statistics(monkeypatch, rng, dtype, k, threads):
     # Bounds stored net of the summed centre shifts skip samples; the statistics of
-    # every step must still be those of a search of every sample against every centre.
+    # every step must still be those of a search of every sample against every centre,
+    # also when each step (and the first, unlabelled one) is split over threads.
+    from kmdist import _kernels
     from kmdist._lloyd import block_stats
     from kmdist._rows import NumpyRows
 
+    if threads > 1:
+        monkeypatch.setattr(_kernels, "_PARALLEL_ABOVE", 1 << 10)
+        monkeypatch.setattr(_kernels, "_threads", lambda: threads)
     X = rng.normal(size=(5000, 3)).astype(dtype) * 40 + 128
     w = rng.integers(1, 9, X.shape[0]).astype(np.float64)
     rows = NumpyRows(X, w)
-    centers = X[rng.choice(X.shape[0], 7, replace=False)].astype(np.float64)
+    centers = X[rng.choice(X.shape[0], k, replace=False)].astype(np.float64)
     for step in range(25):
         got = rows.stats(centers[None])
         want = block_stats(X, w, centers[None])
@@ -198,6 +209,8 @@ def test_color_planes_equal_numpy_take(rng, ldtype, cdtype):
     assert_array_equal(planes, np.moveaxis(colors[strided], 2, 0))
     with pytest.raises(ValueError, match="label 7 has no colour: the palette has 5 colours"):
         color_planes(np.array([[0, 7]], dtype=ldtype), colors[:5])
+    with pytest.raises(ValueError, match="labels must be unsigned integers, got dtype int16"):
+        color_planes(np.array([[0, -1]], dtype=np.int16), colors)
 
 
 def test_colour_counts_with_the_table_busy_equal_unique(rng):
@@ -215,3 +228,29 @@ def test_colour_counts_with_the_table_busy_equal_unique(rng):
         assert_array_equal(got.counts, counts)
     # The table is left clean: a second count is not inflated by the first.
     assert_array_equal(chunk_histogram(block).counts, counts)
+
+
+def test_palette_does_not_depend_on_the_number_of_cores(monkeypatch, rng):
+    # Large histograms split each Lloyd step into slices whose moments are added up;
+    # the slices depend on the data only, so any machine finds the same palette bits.
+    from kmdist import _kernels, palette_from_histogram
+
+    hist = chunk_histogram(rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8))
+    monkeypatch.setattr(_kernels, "_PARALLEL_ABOVE", 1 << 12)
+    palettes = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(_kernels, "_threads", lambda n=threads: n)
+        monkeypatch.setattr(_kernels, "_pool", None)  # a pool of that many threads
+        palettes.append(palette_from_histogram(hist, 8))
+    for other in palettes[1:]:
+        assert_array_equal(other.colors, palettes[0].colors)
+        assert other.inertia == palettes[0].inertia
+
+
+def test_colour_counting_refuses_what_is_not_8_bit_rgb():
+    # The table has 2**24 entries: other blocks would index outside it.
+    from kmdist._kernels import count_colors
+
+    assert count_colors(np.zeros((4, 4, 2), np.uint8)) is None
+    assert count_colors(np.zeros((4, 4, 3), np.uint16)) is None
+    assert count_colors(np.zeros((4, 4, 3), np.uint8)) is not None
