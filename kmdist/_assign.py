@@ -35,7 +35,7 @@ _LUT_SLAB = 1 << 20
 _LUT_MIN_PIXELS = 1 << 22
 
 
-def _shipped(table: npt.NDArray[Any] | Future) -> Any:
+def _shipped(table: npt.NDArray[Any] | Future[Any]) -> Any:
     """Make the table one graph dependency, so each worker receives it once.
 
     On a distributed cluster it is scattered to every worker up front (and not put into
@@ -116,7 +116,7 @@ def _nearest_kernel(
 
 
 def segment(
-    image: da.Array, palette: Palette, *, lut: npt.NDArray[Any] | Future | None = None
+    image: da.Array, palette: Palette, *, lut: npt.NDArray[Any] | Future[Any] | None = None
 ) -> da.Array:
     """Label every pixel of `image` with its nearest palette colour, block by block.
 

@@ -150,13 +150,14 @@ def test_coarse_bins_by_counting_equal_bins_by_sorting(rng, n, bits):
     from kmdist._rows import NumpyRows
 
     codes = np.unique(rng.integers(0, 1 << 24, n).astype(np.uint32))
-    w = rng.integers(1, 50, codes.size).astype(np.float64)
-    w[::7] = 0  # colours of weight 0 (bins of only such colours have no mean)
-    X = unpack_rgb8(codes).astype(np.float64)
-    got = _coarse_rows(NumpyRows(X, w), codes, bits=bits)
     shift = 8 - bits
     rgb = unpack_rgb8(codes).astype(np.int64) >> shift
     key = (rgb[:, 0] << (2 * bits)) | (rgb[:, 1] << bits) | rgb[:, 2]
+    w = rng.integers(1, 50, codes.size).astype(np.float64)
+    w[::7] = 0  # colours of weight 0
+    w[key == key[0]] = 0  # and a bin of only such colours, which has no mean
+    X = unpack_rgb8(codes).astype(np.float64)
+    got = _coarse_rows(NumpyRows(X, w), codes, bits=bits)
     bins, inverse = np.unique(key, return_inverse=True)
     want_w = np.bincount(inverse, weights=w)
     want_X = np.stack([np.bincount(inverse, weights=w * X[:, j]) for j in range(3)], 1)
@@ -241,7 +242,8 @@ def test_palette_does_not_depend_on_the_number_of_cores(monkeypatch, rng):
     for threads in (1, 2, 3):
         monkeypatch.setattr(_kernels, "_threads", lambda n=threads: n)
         monkeypatch.setattr(_kernels, "_pool", None)  # a pool of that many threads
-        palettes.append(palette_from_histogram(hist, 8))
+        # In Lab the features are not integers, so the order of the sums shows.
+        palettes.append(palette_from_histogram(hist, 8, color_space="lab"))
     for other in palettes[1:]:
         assert_array_equal(other.colors, palettes[0].colors)
         assert other.inertia == palettes[0].inertia
