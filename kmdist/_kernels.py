@@ -26,8 +26,9 @@ __all__ = [
 ]
 
 # Below this many samples a Lloyd step runs in one thread: a thread hand-off costs more.
-_PARALLEL_ABOVE = 1 << 18
-# Most slices a Lloyd step is split into (2**18 samples or more each, a power of two).
+# (342,000 colours, 103 steps: 0.10 s in one thread, 0.067 s in two.)
+_PARALLEL_ABOVE = 1 << 17
+# Most slices a Lloyd step is split into (2**17 samples or more each, a power of two).
 _MAX_PARTS = 8
 _pool: ThreadPoolExecutor | None = None
 # Histogram merges of at least this many codes in all use a dense table.
