@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 import numba
@@ -278,6 +280,27 @@ def _dense_table() -> npt.NDArray[np.uint32]:
     return _table
 
 
+@contextmanager
+def _borrowed_table() -> Iterator[npt.NDArray[np.uint32] | None]:
+    """Lend the process's dense table, or None when another thread is using it.
+
+    One table a process, not a thread (a worker may run many): a caller given None sorts
+    or merges pairwise instead. A table an exception left mid-use may hold counts, so it
+    is dropped.
+    """
+    global _table
+    if not _table_lock.acquire(blocking=False):
+        yield None
+        return
+    try:
+        yield _dense_table()
+    except BaseException:
+        _table = None
+        raise
+    finally:
+        _table_lock.release()
+
+
 def count_colors(
     block: npt.NDArray[np.uint8],
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]] | None:
@@ -293,27 +316,22 @@ def count_colors(
         or block.shape[2] != 3
         or block.dtype != np.uint8
         or block.shape[0] * block.shape[1] >= 2**32
-        or not _table_lock.acquire(blocking=False)
     ):
         return None
-    global _table, _touched
-    try:
+    global _touched
+    with _borrowed_table() as table:
+        if table is None:
+            return None
         size = min(block.shape[0] * block.shape[1], 1 << 24)
         if _touched.size < size:
             # Kept between calls, like the table: fresh memory is slow to fault in.
             _touched = np.empty(size, dtype=np.uint32)
-        table = _dense_table()
         n = _add_pixels(block, table, _touched)
         # Sorting the colours seen costs less than scanning the table for them.
         codes = np.sort(_touched[:n])
         counts = np.empty(n, dtype=np.int64)
         _take_counts(codes, table, counts)
         return codes, counts
-    except BaseException:
-        _table = None  # possibly left with counts in it
-        raise
-    finally:
-        _table_lock.release()
 
 
 def merge_sorted_counts(
@@ -335,20 +353,12 @@ def merge_sorted_counts(
         and total >= _DENSE_ABOVE
         and sum(int(n.sum()) for _, n in level) < 2**32
         and max(int(c[-1]) for c, _ in level if c.size) < 1 << 24
-        # One table a process, not a thread (a worker may run many): when another
-        # thread is using it, merge pairwise.
-        and _table_lock.acquire(blocking=False)
     ):
-        global _table
-        try:
-            codes = np.concatenate([c for c, _ in level])
-            counts = np.concatenate([n for _, n in level])
-            return _merge_dense(codes, counts, _dense_table())
-        except BaseException:
-            _table = None  # possibly left with counts in it
-            raise
-        finally:
-            _table_lock.release()
+        with _borrowed_table() as table:
+            if table is not None:  # else another thread has it: merge pairwise
+                codes = np.concatenate([c for c, _ in level])
+                counts = np.concatenate([n for _, n in level])
+                return _merge_dense(codes, counts, table)
     while len(level) > 1:
         merged = [_merge_two(*level[i], *level[i + 1]) for i in range(0, len(level) - 1, 2)]
         if len(level) % 2:

@@ -28,7 +28,6 @@ __all__ = [
     "nearest",
     "seed_centers",
     "squared_distances",
-    "two_nearest",
 ]
 
 FloatArray = npt.NDArray[np.floating[Any]]
@@ -106,28 +105,6 @@ def cluster_sums(
     out[:, d] = np.bincount(labels, weights=w, minlength=k)
     out[:, d + 1] = np.bincount(labels, weights=w * dist, minlength=k)
     return out
-
-
-def two_nearest(X: FloatArray, centers: FloatArray) -> tuple[npt.NDArray[np.int32], F64, F64]:
-    """Nearest centre of each row and the squared distances to the nearest two.
-
-    With a single centre the second distance is infinite.
-    """
-    n, k = X.shape[0], centers.shape[0]
-    labels = np.empty(n, dtype=np.int32)
-    first = np.empty(n, dtype=np.float64)
-    second = np.full(n, np.inf)
-    for start in range(0, n, _SLAB):
-        x = X[start : start + _SLAB]
-        d = squared_distances(x, centers)
-        lab = np.argmin(d, axis=1)
-        stop = start + len(x)
-        labels[start:stop] = lab
-        first[start:stop] = np.take_along_axis(d, lab[:, None], axis=1)[:, 0]
-        if k > 1:
-            np.put_along_axis(d, lab[:, None], np.inf, axis=1)
-            second[start:stop] = d.min(axis=1)
-    return labels, first, second
 
 
 def block_far_points(X: FloatArray, w: F64, centers: FloatArray, m: int) -> F64:
