@@ -131,10 +131,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
 
 
 def _scaling(ratio: float, one_worker_cores: float | None, cores: int) -> str:
-    """The speed-up, and the most `cores` cores allow when 1 worker keeps `c` of them busy.
+    """The speed-up, and the most `cores` cores allow for it.
 
-    With 2 workers the run does at least the 1-worker run's CPU work, ``c * T1``, on at
-    most `cores` cores: ``T2 >= c * T1 / cores``, so ``T1 / T2 <= cores / c``.
+    With 2 workers the run does at least the 1-worker run's CPU work, ``c * T1`` where
+    ``c`` is `one_worker_cores`, on at most `cores` cores: ``T2 >= c * T1 / cores``, so
+    ``T1 / T2 <= cores / c``.
     """
     if not one_worker_cores:
         return f"{ratio:.2f}x"
