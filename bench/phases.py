@@ -1,6 +1,6 @@
 """Where `kmdist segment`'s time goes on one large image: phase timers and task stream.
 
-Runs the steps of `kmdist._pipeline.segment_one` for an 8-bit RGB image (the exact
+Runs the steps of `kmdist.pipeline._batch.segment_one` for an 8-bit RGB image (the exact
 palette path) on kmdist's LocalCluster, with a timer between steps, then prints, from
 Dask's task stream, the compute and transfer seconds of each kind of task and how busy
 each worker was. The profile section of docs/benchmarks.md quotes its output.
@@ -54,15 +54,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     last = [T0]
-    from kmdist._cluster import dask_client_soon
+    from kmdist._dask import dask_client_soon
 
     # As `kmdist segment` does: the cluster starts while the pipeline is imported.
     with dask_client_soon(n_workers=args.workers) as soon:
         from distributed import get_task_stream
 
-        from kmdist._inputs import expand
-        from kmdist._pipeline import _exact_on_cluster, _held, label_and_write
-        from kmdist._steps import SegmentOptions
+        from kmdist.io._listing import expand
+        from kmdist.pipeline._image import _held, label_and_write
+        from kmdist.pipeline._options import SegmentOptions
+        from kmdist.pipeline._palettes import _exact_on_cluster
 
         _mark("imports", last)
         soon()

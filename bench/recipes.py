@@ -105,7 +105,7 @@ def _touch(block: np.ndarray) -> np.ndarray:
 
 def io_floor(src: Path, out: Path) -> None:
     """kmdist's reads and level-0 writes with nothing computed in between."""
-    from kmdist._cluster import dask_client_soon
+    from kmdist._dask import dask_client_soon
 
     # kmdist's own LocalCluster (same workers and settings, started as `kmdist segment`
     # starts it, overlapping the imports), so only the compute differs.
@@ -114,8 +114,8 @@ def io_floor(src: Path, out: Path) -> None:
         import zarr
 
         from kmdist import Palette
-        from kmdist._pipeline import _held
-        from kmdist._store import _level_writes
+        from kmdist.pipeline._image import _held
+        from kmdist.store._write import level_writes as _level_writes
 
         client()
         # Held in the workers' memory exactly when kmdist holds it: then read once.

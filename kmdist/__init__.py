@@ -10,44 +10,44 @@ from typing import TYPE_CHECKING, Any
 # Names resolve on first use (PEP 562), so that `kmdist.cli` starts a LocalCluster's
 # workers before the heavy imports (Dask arrays, Zarr, numba): they then overlap.
 _EXPORTS = {
-    "recolor": "._assign",
-    "segment": "._assign",
-    "dashboard_link": "._cluster",
-    "dask_client": "._cluster",
-    "ConvergenceWarning": "._estimator",
-    "NotFittedError": "._estimator",
-    "ColorHistogram": "._histogram",
-    "image_histogram": "._histogram",
-    "merge_histograms": "._histogram",
-    "DEFAULT_MAX_PIXELS": "._io",
-    "ImageReadError": "._io",
-    "ImageRef": "._io",
-    "open_image": "._io",
-    "open_images": "._io",
-    "KMeans": "._kmeans",
-    "MiniBatchKMeans": "._kmeans",
-    "FewerColorsWarning": "._learn",
-    "check_n_colors": "._limits",
-    "learn_palette": "._learn",
-    "palette_from_histogram": "._learn",
-    "kmeans_plusplus": "._lloyd",
-    "Palette": "._palette",
-    "PaletteError": "._palette",
-    "ImageResult": "._pipeline",
-    "OnExists": "._pipeline",
-    "SegmentOptions": "._pipeline",
-    "label_and_write": "._pipeline",
-    "segment_batch": "._pipeline",
-    "write_preview": "._preview",
-    "SMALL_PIXELS": "._small",
-    "small_batches_on_cluster": "._small",
-    "OutputError": "._store",
-    "OutputExistsError": "._store",
-    "Segmentation": "._store",
-    "is_complete": "._store",
-    "list_segmentations": "._store",
-    "open_segmentation": "._store",
-    "write_segmentation": "._store",
+    "recolor": "kmdist.palette._assign",
+    "segment": "kmdist.palette._assign",
+    "dashboard_link": "kmdist._dask",
+    "dask_client": "kmdist._dask",
+    "ConvergenceWarning": "kmdist.kmeans._base",
+    "NotFittedError": "kmdist.kmeans._base",
+    "ColorHistogram": "kmdist.palette._histogram",
+    "image_histogram": "kmdist.palette._histogram",
+    "merge_histograms": "kmdist.palette._histogram",
+    "DEFAULT_MAX_PIXELS": "kmdist.io._open",
+    "ImageReadError": "kmdist.io._open",
+    "ImageRef": "kmdist.io._open",
+    "open_image": "kmdist.io._open",
+    "open_images": "kmdist.io._open",
+    "KMeans": "kmdist.kmeans._estimators",
+    "MiniBatchKMeans": "kmdist.kmeans._estimators",
+    "FewerColorsWarning": "kmdist.palette._learn",
+    "check_n_colors": "kmdist.palette._limits",
+    "learn_palette": "kmdist.palette._learn",
+    "palette_from_histogram": "kmdist.palette._learn",
+    "kmeans_plusplus": "kmdist.kmeans._lloyd",
+    "Palette": "kmdist.palette._palette",
+    "PaletteError": "kmdist.palette._palette",
+    "ImageResult": "kmdist.pipeline._options",
+    "OnExists": "kmdist.pipeline._options",
+    "SegmentOptions": "kmdist.pipeline._options",
+    "label_and_write": "kmdist.pipeline._image",
+    "segment_batch": "kmdist.pipeline._batch",
+    "write_preview": "kmdist.store._preview",
+    "SMALL_PIXELS": "kmdist.pipeline._small",
+    "small_batches_on_cluster": "kmdist.pipeline._small",
+    "OutputError": "kmdist.store._errors",
+    "OutputExistsError": "kmdist.store._errors",
+    "Segmentation": "kmdist.store._read",
+    "is_complete": "kmdist.store._read",
+    "list_segmentations": "kmdist.store._read",
+    "open_segmentation": "kmdist.store._read",
+    "write_segmentation": "kmdist.store._write",
 }
 
 
@@ -65,28 +65,35 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from ._assign import recolor, segment
-    from ._cluster import dashboard_link, dask_client
-    from ._estimator import ConvergenceWarning, NotFittedError
-    from ._histogram import ColorHistogram, image_histogram, merge_histograms
-    from ._io import DEFAULT_MAX_PIXELS, ImageReadError, ImageRef, open_image, open_images
-    from ._kmeans import KMeans, MiniBatchKMeans
-    from ._learn import FewerColorsWarning, learn_palette, palette_from_histogram
-    from ._limits import check_n_colors
-    from ._lloyd import kmeans_plusplus
-    from ._palette import Palette, PaletteError
-    from ._pipeline import ImageResult, OnExists, SegmentOptions, label_and_write, segment_batch
-    from ._preview import write_preview
-    from ._small import SMALL_PIXELS, small_batches_on_cluster
-    from ._store import (
-        OutputError,
-        OutputExistsError,
+    from kmdist._dask import dashboard_link, dask_client
+    from kmdist.io._open import (
+        DEFAULT_MAX_PIXELS,
+        ImageReadError,
+        ImageRef,
+        open_image,
+        open_images,
+    )
+    from kmdist.kmeans._base import ConvergenceWarning, NotFittedError
+    from kmdist.kmeans._estimators import KMeans, MiniBatchKMeans
+    from kmdist.kmeans._lloyd import kmeans_plusplus
+    from kmdist.palette._assign import recolor, segment
+    from kmdist.palette._histogram import ColorHistogram, image_histogram, merge_histograms
+    from kmdist.palette._learn import FewerColorsWarning, learn_palette, palette_from_histogram
+    from kmdist.palette._limits import check_n_colors
+    from kmdist.palette._palette import Palette, PaletteError
+    from kmdist.pipeline._batch import segment_batch
+    from kmdist.pipeline._image import label_and_write
+    from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions
+    from kmdist.pipeline._small import SMALL_PIXELS, small_batches_on_cluster
+    from kmdist.store._errors import OutputError, OutputExistsError
+    from kmdist.store._preview import write_preview
+    from kmdist.store._read import (
         Segmentation,
         is_complete,
         list_segmentations,
         open_segmentation,
-        write_segmentation,
     )
+    from kmdist.store._write import write_segmentation
 
 try:
     __version__ = version("kmdist")

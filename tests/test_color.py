@@ -6,7 +6,12 @@ import numpy as np
 from numpy.testing import assert_allclose
 from skimage.color import lab2rgb, rgb2lab
 
-from kmdist._color import from_clustering_space, lab_to_srgb, srgb_to_lab, to_clustering_space
+from kmdist.palette._color import (
+    from_clustering_space,
+    lab_to_srgb,
+    srgb_to_lab,
+    to_clustering_space,
+)
 
 
 def test_lab_matches_scikit_image(rng):

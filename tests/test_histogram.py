@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
 
-from kmdist import _kernels
-from kmdist._assign import pack_rgb8, unpack_rgb8
-from kmdist._histogram import chunk_histogram, image_histogram, merge_histograms
+from kmdist.kmeans import _lloyd_kernels
+from kmdist.palette import _counting
+from kmdist.palette._assign import pack_rgb8, unpack_rgb8
+from kmdist.palette._histogram import chunk_histogram, image_histogram, merge_histograms
 
 
 def reference_histogram(img):
@@ -77,19 +78,19 @@ def test_merge_of_any_parts_equals_unique_of_all(dense, parts):
     # The linear merge of sorted runs, and the dense table (forced here for small
     # merges), against NumPy on the concatenated pixels: odd and even numbers of parts,
     # empty parts, overlapping and disjoint colours, the highest codes.
-    before = _kernels._DENSE_ABOVE
-    _kernels._DENSE_ABOVE = 1 if dense else 1 << 40
+    before = _counting._DENSE_ABOVE
+    _counting._DENSE_ABOVE = 1 if dense else 1 << 40
     try:
         check_merge(parts)
     finally:
-        _kernels._DENSE_ABOVE = before
-    with _kernels._table_lock:
-        assert not _kernels._dense_table().any()  # left clean for the next merge
+        _counting._DENSE_ABOVE = before
+    with _counting._table_lock:
+        assert not _counting._dense_table().any()  # left clean for the next merge
 
 
 def test_merge_counts_beyond_32_bits():
     big = [(np.array([5, 9], np.uint32), np.array([2**31, 1], np.int64))] * 2
-    codes, counts = _kernels.merge_sorted_counts(
+    codes, counts = _counting.merge_sorted_counts(
         [*big, (np.arange(10, 2**18 + 10, dtype=np.uint32), np.ones(2**18, np.int64))]
     )
     assert codes[:2].tolist() == [5, 9] and counts[:2].tolist() == [2**32, 2]
@@ -115,14 +116,14 @@ def check_merge(parts):
 def test_threaded_lloyd_equals_single_thread(monkeypatch, rng):
     # Large histograms split each Lloyd step over threads, each slice with its own
     # moment changes; the palette must be the one a single thread finds.
-    from kmdist import _kernels, palette_from_histogram
+    from kmdist import palette_from_histogram
 
     img = rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8)
     hist = chunk_histogram(img)
-    monkeypatch.setattr(_kernels, "_PARALLEL_ABOVE", 1 << 40)
+    monkeypatch.setattr(_lloyd_kernels, "_PARALLEL_ABOVE", 1 << 40)
     one = palette_from_histogram(hist, 8)
-    monkeypatch.setattr(_kernels, "_PARALLEL_ABOVE", 1 << 10)
-    monkeypatch.setattr(_kernels, "_threads", lambda: 3)
+    monkeypatch.setattr(_lloyd_kernels, "_PARALLEL_ABOVE", 1 << 10)
+    monkeypatch.setattr(_lloyd_kernels, "_threads", lambda: 3)
     many = palette_from_histogram(hist, 8)
     assert_array_equal(many.counts, one.counts)
     np.testing.assert_allclose(many.colors, one.colors, rtol=1e-9)
@@ -133,7 +134,7 @@ def test_threaded_lloyd_equals_single_thread(monkeypatch, rng):
 def test_fused_lookup_equals_pack_and_take(rng, dtype):
     # The compiled lookup (no packed-code intermediates) against NumPy, on a strided
     # (non-contiguous) block as Dask may pass one.
-    from kmdist._kernels import lut_labels
+    from kmdist.palette._assign_kernels import lut_labels
 
     lut = rng.integers(0, 300 if dtype == np.uint16 else 16, 1 << 24).astype(dtype)
     block = rng.integers(0, 256, size=(70, 90, 3), dtype=np.uint8)[::2, 1::3]
@@ -146,8 +147,8 @@ def test_fused_lookup_equals_pack_and_take(rng, dtype):
 def test_coarse_bins_by_counting_equal_bins_by_sorting(rng, n, bits):
     # Many colours are binned by counting into every bin, few by sorting their keys;
     # either way each bin is its colours' weighted mean, bins in key order.
-    from kmdist._learn import _coarse_rows
-    from kmdist._rows import NumpyRows
+    from kmdist.kmeans._rows import NumpyRows
+    from kmdist.palette._learn import _coarse_rows
 
     codes = np.unique(rng.integers(0, 1 << 24, n).astype(np.uint32))
     shift = 8 - bits
@@ -176,13 +177,12 @@ def test_hamerly_bounds_give_the_full_search_statistics(monkeypatch, rng, dtype,
     # Bounds stored net of the summed centre shifts skip samples; the statistics of
     # every step must still be those of a search of every sample against every centre,
     # also when each step (and the first, unlabelled one) is split over threads.
-    from kmdist import _kernels
-    from kmdist._lloyd import block_stats
-    from kmdist._rows import NumpyRows
+    from kmdist.kmeans._lloyd import block_stats
+    from kmdist.kmeans._rows import NumpyRows
 
     if threads > 1:
-        monkeypatch.setattr(_kernels, "_PARALLEL_ABOVE", 1 << 10)
-        monkeypatch.setattr(_kernels, "_threads", lambda: threads)
+        monkeypatch.setattr(_lloyd_kernels, "_PARALLEL_ABOVE", 1 << 10)
+        monkeypatch.setattr(_lloyd_kernels, "_threads", lambda: threads)
     X = rng.normal(size=(5000, 3)).astype(dtype) * 40 + 128
     w = rng.integers(1, 9, X.shape[0]).astype(np.float64)
     rows = NumpyRows(X, w)
@@ -200,7 +200,7 @@ def test_hamerly_bounds_give_the_full_search_statistics(monkeypatch, rng, dtype,
 
 @pytest.mark.parametrize(("ldtype", "cdtype"), [(np.uint8, np.uint8), (np.uint16, np.float64)])
 def test_color_planes_equal_numpy_take(rng, ldtype, cdtype):
-    from kmdist._kernels import color_planes
+    from kmdist.palette._assign_kernels import color_planes
 
     colors = rng.integers(0, 256, (300, 3)).astype(cdtype)
     labels = rng.integers(0, 256 if ldtype == np.uint8 else 300, (60, 80)).astype(ldtype)
@@ -217,7 +217,7 @@ def test_color_planes_equal_numpy_take(rng, ldtype, cdtype):
 def test_colour_counts_with_the_table_busy_equal_unique(rng):
     # The dense table serves one thread at a time; a block counted while another thread
     # holds it is sorted instead, with the same result.
-    from kmdist._kernels import _table_lock
+    from kmdist.palette._counting import _table_lock
 
     block = rng.integers(0, 256, size=(50, 70, 3), dtype=np.uint8)[:, ::2]
     codes, counts = np.unique(pack_rgb8(block).ravel(), return_counts=True)
@@ -234,14 +234,14 @@ def test_colour_counts_with_the_table_busy_equal_unique(rng):
 def test_palette_does_not_depend_on_the_number_of_cores(monkeypatch, rng):
     # Large histograms split each Lloyd step into slices whose moments are added up;
     # the slices depend on the data only, so any machine finds the same palette bits.
-    from kmdist import _kernels, palette_from_histogram
+    from kmdist import palette_from_histogram
 
     hist = chunk_histogram(rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8))
-    monkeypatch.setattr(_kernels, "_PARALLEL_ABOVE", 1 << 12)
+    monkeypatch.setattr(_lloyd_kernels, "_PARALLEL_ABOVE", 1 << 12)
     palettes = []
     for threads in (1, 2, 3):
-        monkeypatch.setattr(_kernels, "_threads", lambda n=threads: n)
-        monkeypatch.setattr(_kernels, "_pool", None)  # a pool of that many threads
+        monkeypatch.setattr(_lloyd_kernels, "_threads", lambda n=threads: n)
+        monkeypatch.setattr(_lloyd_kernels, "_pool", None)  # a pool of that many threads
         # In Lab the features are not integers, so the order of the sums shows.
         palettes.append(palette_from_histogram(hist, 8, color_space="lab"))
     for other in palettes[1:]:
@@ -251,7 +251,7 @@ def test_palette_does_not_depend_on_the_number_of_cores(monkeypatch, rng):
 
 def test_colour_counting_refuses_what_is_not_8_bit_rgb():
     # The table has 2**24 entries: other blocks would index outside it.
-    from kmdist._kernels import count_colors
+    from kmdist.palette._counting import count_colors
 
     assert count_colors(np.zeros((4, 4, 2), np.uint8)) is None
     assert count_colors(np.zeros((4, 4, 3), np.uint16)) is None

@@ -1,4 +1,4 @@
-"""Tests for kmdist._io: every file is written by the test itself, in tmp_path."""
+"""Tests for kmdist.io._open: every file is written by the test itself, in tmp_path."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import zarr
 from PIL import Image, features
 from sklearn.datasets import load_sample_image
 
-from kmdist._io import (
+from kmdist.io._open import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
     ImageRef,
@@ -730,7 +730,7 @@ def test_unlistable_folder_is_a_failed_ref(tmp_path, rng, monkeypatch):
         onerror(PermissionError(13, "Permission denied", os.path.join(top, "locked")))
         yield str(top), [], ["a.png"]
 
-    monkeypatch.setattr("kmdist._io.os.walk", walk)
+    monkeypatch.setattr("kmdist.io._open.os.walk", walk)
     refs = open_images(tmp_path)
     assert [r.name for r in refs] == ["a", "locked"]
     with pytest.raises(ImageReadError, match="cannot list this folder"):

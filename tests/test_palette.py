@@ -12,9 +12,9 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import load_sample_image
 
-from kmdist._assign import segment
-from kmdist._learn import FewerColorsWarning, learn_palette
-from kmdist._palette import Palette, PaletteError
+from kmdist.palette._assign import segment
+from kmdist.palette._learn import FewerColorsWarning, learn_palette
+from kmdist.palette._palette import Palette, PaletteError
 
 
 @pytest.fixture(scope="module")

@@ -139,25 +139,25 @@ def test_an_image_held_on_the_cluster_is_read_once_with_the_same_output(
     # passes; a large one (here: above a lowered limit) is read twice. Same output.
     from distributed import futures_of
 
-    from kmdist import _pipeline
+    from kmdist.pipeline import _image
 
     src = tmp_path / "photo.zarr"
     z = zarr.create_array(src, shape=(200, 300, 3), chunks=(64, 64, 3), dtype="u1")
     z[...] = load_sample_image("china.jpg")[100:300, 200:500]
     (ref,) = open_images(src)
     image = ref.open()
-    held = _pipeline._held(image)
+    held = _image._held(image)
     assert held is not image and len(futures_of(held)) == image.npartitions
     assert_array_equal(held.compute(), image.compute())
     opts = SegmentOptions(n_colors=6)
     calls = []
-    hold = _pipeline._held
-    monkeypatch.setattr(_pipeline, "_held", lambda im: calls.append(im) or hold(im))
-    once = _pipeline.segment_one(ref, tmp_path / "once.zarr", opts)
+    hold = _image._held
+    monkeypatch.setattr(_image, "_held", lambda im: calls.append(im) or hold(im))
+    once = _image.segment_one(ref, tmp_path / "once.zarr", opts)
     assert len(calls) == 1  # the histogram path holds the image
-    monkeypatch.setattr(_pipeline, "_HOLD_BYTES", image.nbytes - 1)
-    assert _pipeline._held(image) is image
-    twice = _pipeline.segment_one(ref, tmp_path / "twice.zarr", opts)
+    monkeypatch.setattr(_image, "_HOLD_BYTES", image.nbytes - 1)
+    assert _image._held(image) is image
+    twice = _image.segment_one(ref, tmp_path / "twice.zarr", opts)
     assert once.status == twice.status == "done"
     a, b = (
         open_segmentation(tmp_path / "once.zarr", "photo"),

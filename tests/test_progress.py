@@ -7,7 +7,7 @@ import time
 
 import dask.array as da
 
-from kmdist._progress import cluster_progress, render_bar
+from kmdist.cli._progress import cluster_progress, render_bar
 
 
 def _slow(block):

@@ -1,4 +1,4 @@
-"""The OME-Zarr output contract (kmdist._store) and the PNG preview (kmdist._preview)."""
+"""The OME-Zarr output contract (kmdist.store) and the PNG preview (kmdist.store._preview)."""
 
 from __future__ import annotations
 
@@ -19,17 +19,12 @@ import zarr
 from numpy.testing import assert_array_equal
 from PIL import Image
 
-from kmdist import _store
-from kmdist._palette import Palette
-from kmdist._preview import swatch_side, write_preview
-from kmdist._store import (
-    OutputError,
-    OutputExistsError,
-    is_complete,
-    list_segmentations,
-    open_segmentation,
-    write_segmentation,
-)
+from kmdist.palette._palette import Palette
+from kmdist.store import _blocks, _root
+from kmdist.store._errors import OutputError, OutputExistsError
+from kmdist.store._preview import swatch_side, write_preview
+from kmdist.store._read import is_complete, list_segmentations, open_segmentation
+from kmdist.store._write import write_segmentation
 
 # --- Helpers ------------------------------------------------------------------------
 
@@ -264,7 +259,7 @@ def test_irregular_chunks_are_written_as_regular_1024(tmp_path, rng):
 
 def test_sharding_for_large_arrays(tmp_path, rng, monkeypatch):
     # Shard above 1 MiB rather than 64 MiB, to keep the arrays small.
-    monkeypatch.setattr(_store, "_SHARD_ABOVE", 2**20)
+    monkeypatch.setattr(_blocks, "_SHARD_ABOVE", 2**20)
     labels, counts = make_labels((3000, 3000), 6, rng, random=False)
     palette = make_palette(counts, rng)
     store = tmp_path / "big.zarr"
@@ -293,12 +288,12 @@ def test_sharding_for_large_arrays(tmp_path, rng, monkeypatch):
 
 
 def test_shard_rule():
-    assert _store._sharding((8000, 8000), (1024, 1024), 1) is None  # 61 MiB
-    assert _store._sharding((9000, 9000), (1024, 1024), 1) == (4096, 4096)
-    assert _store._sharding((9000, 9000), (1024, 1024), 3) == (4096, 4096)
-    assert _store._sharding((20000, 20000), (4096, 4096), 3) == (8192, 8192)  # 2 x 2
-    assert _store._sharding((40000, 40000), (8192, 8192), 3) is None  # chunks already large
-    assert _store._sharding((100000, 700), (1024, 1024), 1) == (4096, 1024)
+    assert _blocks.sharding((8000, 8000), (1024, 1024), 1) is None  # 61 MiB
+    assert _blocks.sharding((9000, 9000), (1024, 1024), 1) == (4096, 4096)
+    assert _blocks.sharding((9000, 9000), (1024, 1024), 3) == (4096, 4096)
+    assert _blocks.sharding((20000, 20000), (4096, 4096), 3) == (8192, 8192)  # 2 x 2
+    assert _blocks.sharding((40000, 40000), (8192, 8192), 3) is None  # chunks already large
+    assert _blocks.sharding((100000, 700), (1024, 1024), 1) == (4096, 1024)
 
 
 # --- Existing outputs ---------------------------------------------------------------
@@ -409,7 +404,7 @@ def test_store_under_a_file_is_not_writable(tmp_path, sample):
 
 def test_store_without_write_access_reported(tmp_path, sample, monkeypatch):
     # What a user without permission sees (root passes os.access, hence the stand-in).
-    monkeypatch.setattr(_store.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(_root.os, "access", lambda path, mode: False)
     with pytest.raises(OutputError, match=r"out\.zarr: not writable \(permission denied\)"):
         write(tmp_path / "out.zarr", "photo", *sample)
 
@@ -514,8 +509,8 @@ WRITER = textwrap.dedent(
     import sys
     import dask.array as da
     import numpy as np
-    from kmdist._palette import Palette
-    from kmdist._store import write_segmentation
+    from kmdist.palette._palette import Palette
+    from kmdist.store._write import write_segmentation
 
     store, prefix = sys.argv[1], sys.argv[2]
     labels = np.zeros((16, 16), dtype=np.uint8)
@@ -650,11 +645,11 @@ def test_labels_in_shard_blocks_store_the_same(tmp_path, sample, monkeypatch):
     # Large outputs are labelled in the output's shard-sized blocks (write_blocks) and
     # written with the chunk given: same chunks, shards and pixels as chunk-sized labels.
     labels, palette = sample
-    monkeypatch.setattr(_store, "_SHARD_ABOVE", 10_000)  # shard this small sample
+    monkeypatch.setattr(_blocks, "_SHARD_ABOVE", 10_000)  # shard this small sample
     image = da.zeros((*labels.shape, 3), dtype=np.uint8, chunks=(64, 64, 3))
-    assert _store.write_blocks(image, palette) == ((64, 64), (64, 64))  # 2 x 2 shards: few
+    assert _blocks.write_blocks(image, palette) == ((64, 64), (64, 64))  # 2 x 2 shards: few
     image = da.zeros((*labels.shape, 3), dtype=np.uint8, chunks=(16, 16, 3))
-    chunk, block = _store.write_blocks(image, palette)
+    chunk, block = _blocks.write_blocks(image, palette)
     assert chunk == (16, 16) and block == (64, 64)  # 4 x 4 chunks a shard, 5 x 8 shards
     write(tmp_path / "a.zarr", "p", labels, palette, chunks=chunk)
     blocked = da.from_array(labels, chunks=block)

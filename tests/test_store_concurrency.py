@@ -15,7 +15,8 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from kmdist import OutputError, Palette, _store, is_complete, open_segmentation, write_segmentation
+from kmdist import OutputError, Palette, is_complete, open_segmentation, write_segmentation
+from kmdist.store import _claims
 
 WRITER = textwrap.dedent(
     """
@@ -106,7 +107,7 @@ def test_only_a_live_claim_holds(tmp_path, claimed):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         block = dict(group.attrs["kmdist"])
-        writer = {**block["writer"], "pid": live.pid, "started": _store._process_start(live.pid)}
+        writer = {**block["writer"], "pid": live.pid, "started": _claims.process_start(live.pid)}
         block.update(complete=False, writer=writer)
         if claimed:
             block["claimed"] = True
@@ -137,7 +138,7 @@ def test_claim_from_another_host_holds_while_its_group_changes(tmp_path):
     with pytest.raises(OutputError, match=r"host 'other-node-7', which wrote to it \d+ s ago"):
         write_segmentation(store, "photo", labels, palette)
     # The same claim, its group untouched for longer than the lease: the run is gone.
-    idle = time.time() - _store._FOREIGN_LEASE - 60
+    idle = time.time() - _claims.FOREIGN_LEASE - 60
     for path in [store / "photo", *(store / "photo").rglob("*")]:
         os.utime(path, (idle, idle), follow_symlinks=False)
     write_segmentation(store, "photo", labels, palette)

@@ -1,0 +1,273 @@
+"""The ``kmdist`` command: ``segment``, ``info`` and ``demo``.
+
+Exit codes: 0 when every image succeeded, 1 when any image failed, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _swatches(palette: Any, limit: int = 16) -> str:
+    """Palette as hex codes, most common first."""
+    text = " ".join(palette.hex_colors()[:limit])
+    return text + (" ..." if palette.k > limit else "")
+
+
+def _print_result(i: int, n: int, res: Any) -> None:
+    head = f"[{i}/{n}] {res.name} ({res.source})"
+    if res.status == "failed":
+        print(f"{head}: FAILED: {res.error}", flush=True)
+    elif res.status == "skipped":
+        print(f"{head}: already complete, skipped", flush=True)
+    else:
+        y, x = res.shape[:2]
+        pal = res.palette
+        print(
+            f"{head}: {x}x{y}x{res.shape[2]} {pal.k} colours, inertia {pal.inertia:.6g}, "
+            f"{res.seconds:.1f} s\n    palette: {_swatches(pal)}",
+            flush=True,
+        )
+        if pal.shortfall:
+            print(f"    warning: {pal.shortfall}", flush=True)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from kmdist._dask import dask_client_soon
+    from kmdist.palette._limits import check_n_colors
+
+    try:
+        args.k = check_n_colors(args.k)
+    except ValueError as exc:
+        print(f"kmdist segment: error: {exc}", file=sys.stderr)
+        return 2
+    # The cluster starts while kmdist's pipeline is imported and the inputs are listed.
+    with dask_client_soon(args.scheduler, n_workers=args.workers) as get_client:
+        return _segment_on(args, get_client)
+
+
+def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
+    from kmdist._dask import dashboard_link
+    from kmdist.cli._progress import cluster_progress
+    from kmdist.io._open import ImageReadError, open_images
+    from kmdist.pipeline._batch import segment_batch
+    from kmdist.pipeline._options import OnExists, SegmentOptions
+
+    try:
+        refs = open_images(args.inputs, follow_symlinks=args.follow_symlinks)
+    except ImageReadError as exc:
+        print(f"kmdist segment: error: {exc}", file=sys.stderr)
+        return 1
+    if not refs:
+        print(f"kmdist segment: error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
+        return 1
+    opts = SegmentOptions(
+        n_colors=args.k,
+        method=args.method,
+        color_space=args.color_space,
+        random_state=args.seed,
+        init=args.init,
+        n_init=args.attempts,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        eps=args.eps,
+        chunks=args.chunks,
+        max_pixels=args.max_pixels,
+    )
+    on_exists: OnExists = "overwrite" if args.overwrite else "skip" if args.resume else "error"
+    t0 = time.perf_counter()
+    finished: list[Any] = []
+
+    def report(i: int, n: int, res: Any) -> None:
+        finished.append(res)
+        _print_result(i, n, res)
+
+    try:
+        client = get_client()
+        print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
+        print(f"{len(refs)} image(s) -> {args.output}", flush=True)
+        with cluster_progress(client, sys.stderr):
+            results = segment_batch(
+                refs,
+                args.output,
+                opts,
+                shared=args.shared_palette,
+                on_exists=on_exists,
+                preview_dir=args.preview,
+                report=report,
+            )
+    except KeyboardInterrupt:
+        # Outputs already reported are complete; the one being written keeps no marker,
+        # so `--resume` redoes exactly what is missing.
+        names = [r.name for r in finished if r.status == "done"]
+        print(
+            f"\nkmdist segment: interrupted after {len(finished)} of {len(refs)} image(s); "
+            f"complete: {', '.join(names) or 'none'}. Rerun with --resume to finish.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
+    failed = [r for r in results if not r.ok]
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    print(
+        f"{done} done, {skipped} skipped, {len(failed)} failed in {time.perf_counter() - t0:.1f} s",
+        flush=True,
+    )
+    for res in failed:
+        print(f"kmdist segment: {res.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from kmdist.store._errors import OutputError
+    from kmdist.store._read import list_segmentations
+
+    try:
+        infos = list_segmentations(args.store)
+    except OutputError as exc:
+        print(f"kmdist info: error: {exc}", file=sys.stderr)
+        return 1
+    if not infos:
+        print(f"{args.store}: no images")
+        return 0
+    incomplete = 0
+    for info in infos:
+        if not info.complete:
+            incomplete += 1
+            print(f"{info.name}: INCOMPLETE (an interrupted run; rerun to finish it)")
+            continue
+        shape = "x".join(str(s) for s in info.shape) if info.shape else "?"
+        pal = info.palette
+        print(f"{info.name}: {shape}, k={info.k}, inertia {info.inertia:.6g}, from {info.source}")
+        if pal is not None:
+            print(f"    palette: {_swatches(pal)}")
+    return 1 if incomplete else 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    # The demo is the Prefect flow: the command line is the application's entry point,
+    # the one place that reaches the flows package (the library itself never does).
+    try:  # the sample photos come with scikit-learn
+        import sklearn  # noqa: F401
+    except ImportError:
+        print(
+            "kmdist demo: error: needs scikit-learn for its sample photos; "
+            "install it with: pip install 'kmdist[demo]'",
+            file=sys.stderr,
+        )
+        return 2
+    from flows.demo import run_demo
+    from kmdist.cli._pictures import blobs_example, china_examples, digits_example
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    result = run_demo(out, k=args.k, announce=lambda line: print(line, flush=True))
+    for row in result["summary"]:
+        print(f"{row['image']}: {row['size']}, {row['k']} colours, inertia {row['inertia']:.6g}")
+    print(f"Segmented: {out / 'segmented.zarr'} (kmdist info {out / 'segmented.zarr'})")
+    print(f"Previews:  {out / 'previews'}")
+    print(
+        f"{result['images']} images in {result['total_seconds']:.1f} s: Prefect start-up "
+        f"{result['prefect_startup_seconds']:.1f} s, flow {result['flow_seconds']:.1f} s"
+    )
+    if args.pictures:
+        t0 = time.perf_counter()
+        print(f"blobs:  inertia {blobs_example(out / 'blobs.png'):.2f} -> {out / 'blobs.png'}")
+        digits = out / "digits-centres.png"
+        print(f"digits: inertia {digits_example(digits):.0f} -> {digits}")
+        for what, path in china_examples(out).items():
+            print(f"china.jpg {what}: {path}")
+        print(f"pictures in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from kmdist import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="kmdist", description="Colour segmentation of images at any scale."
+    )
+    parser.add_argument("--version", action="version", version=f"kmdist {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    seg = sub.add_parser(
+        "segment",
+        help="learn a palette and label every pixel; write OME-Zarr",
+        description=(
+            "Segment images by colour. INPUT may be image files, folders (searched "
+            "recursively), glob patterns, zip/tar archives, TIFF or Zarr. OpenCV's recipe "
+            "cv2.kmeans(..., criteria=(EPS+MAX_ITER, 100, 0.85), attempts=10, "
+            "KMEANS_RANDOM_CENTERS) is: --init random --attempts 10 --max-iter 100 --eps 0.85"
+        ),
+    )
+    seg.add_argument("inputs", nargs="+", metavar="INPUT")
+    seg.add_argument("-k", type=int, default=16, help="number of colours (default 16)")
+    seg.add_argument("-o", "--output", required=True, help="output Zarr store (OUT.zarr)")
+    seg.add_argument("--method", choices=["auto", "exact", "minibatch"], default="auto")
+    seg.add_argument("--color-space", choices=["rgb", "lab"], default="rgb")
+    seg.add_argument("--shared-palette", action="store_true", help="one palette for all images")
+    seg.add_argument("--seed", type=int, default=0)
+    seg.add_argument("--init", choices=["k-means++", "random"], default="k-means++")
+    seg.add_argument(
+        "--attempts", type=_positive_int, default=3, help="seedings tried (n_init, default 3)"
+    )
+    seg.add_argument("--max-iter", type=_positive_int, default=None)
+    seg.add_argument(
+        "--tol", type=float, default=0.0, help="relative shift tolerance (scikit-learn's tol)"
+    )
+    seg.add_argument(
+        "--eps", type=float, default=None, help="stop when no colour moves more (cv2's EPS)"
+    )
+    seg.add_argument("--chunks", type=_positive_int, default=None, help="chunk side in pixels")
+    seg.add_argument("--max-pixels", type=_positive_int, default=None, help="decode limit")
+    seg.add_argument("--scheduler", default=None, help="Dask scheduler address")
+    seg.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster workers")
+    group = seg.add_mutually_exclusive_group()
+    group.add_argument("--overwrite", action="store_true", help="replace complete outputs")
+    group.add_argument("--resume", action="store_true", help="skip complete outputs")
+    seg.add_argument("--preview", default=None, metavar="DIR", help="write preview PNGs here")
+    seg.add_argument("--follow-symlinks", action="store_true")
+    seg.set_defaults(func=_segment)
+
+    info = sub.add_parser("info", help="list the images of an output store")
+    info.add_argument("store")
+    info.set_defaults(func=_info)
+
+    demo = sub.add_parser(
+        "demo", help="run the segment-archive flow and the examples on bundled sample photos"
+    )
+    demo.add_argument("--output", default="demo-output", help="output folder")
+    demo.add_argument("-k", type=int, default=16, help="colours per image (default 16)")
+    demo.add_argument(
+        "--no-pictures",
+        dest="pictures",
+        action="store_false",
+        help="skip the seed notebook's matplotlib pictures",
+    )
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args = _parser().parse_args(argv)
+    if getattr(args, "max_pixels", 0) is None:
+        from kmdist.io._open import DEFAULT_MAX_PIXELS
+
+        args.max_pixels = DEFAULT_MAX_PIXELS
+    return int(args.func(args))

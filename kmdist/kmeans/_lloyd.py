@@ -1,0 +1,370 @@
+"""Weighted k-means steps shared by the estimators and the palettes.
+
+Everything here works on in-memory NumPy blocks of samples. Passes over data that may
+live on a cluster go through the `Rows` interface (see `kmdist.kmeans._rows`), so that one
+Lloyd driver serves NumPy arrays, Dask arrays and weighted colour histograms alike.
+
+Statistics of a pass are packed as an array of shape ``(runs, k, d + 2)``: for each run
+(restart) and cluster, the weighted sum of its samples (``d`` columns), its total weight
+and its inertia. They add up across blocks, so a pass is one tree reduction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "LloydResult",
+    "Rows",
+    "block_far_points",
+    "block_stats",
+    "cluster_sums",
+    "kmeans_plusplus",
+    "lloyd",
+    "nearest",
+    "seed_centers",
+    "squared_distances",
+]
+
+FloatArray = npt.NDArray[np.floating[Any]]
+F64 = npt.NDArray[np.float64]
+
+# Rows per slab when a block is processed piecewise: bounds the (rows, k) distance matrix.
+_SLAB = 1 << 15
+
+
+def squared_distances(
+    X: FloatArray, centers: FloatArray, x_sq: FloatArray | None = None
+) -> FloatArray:
+    """Squared Euclidean distances between rows of `X` and `centers`, shape (n, k).
+
+    Uses ``|x|^2 - 2 x.c + |c|^2`` so that the bulk of the work is one matrix product;
+    negative round-off is clipped to zero. `x_sq` may hold precomputed ``|x|^2``.
+    """
+    centers = centers.astype(X.dtype, copy=False)
+    d = X @ (-2.0 * centers).T
+    d += np.einsum("ij,ij->i", centers, centers)[None, :]
+    d += (np.einsum("ij,ij->i", X, X) if x_sq is None else x_sq)[:, None]
+    np.maximum(d, 0, out=d)
+    return d
+
+
+def nearest(X: FloatArray, centers: FloatArray) -> tuple[npt.NDArray[np.int32], F64]:
+    """Index of the nearest centre for each row of `X` and the squared distance to it."""
+    n = X.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    dist = np.empty(n, dtype=np.float64)
+    c = centers.astype(X.dtype, copy=False)
+    c_sq = np.einsum("ij,ij->i", c, c)
+    for start in range(0, n, _SLAB):
+        x = X[start : start + _SLAB]
+        # |c|^2 - 2 x.c ranks centres like the full distance; |x|^2 is added to the
+        # minimum only, saving two passes over the (rows, k) matrix.
+        d = x @ (-2.0 * c).T
+        d += c_sq
+        lab = np.argmin(d, axis=1)
+        labels[start : start + len(x)] = lab
+        best = np.take_along_axis(d, lab[:, None], axis=1)[:, 0] + np.einsum("ij,ij->i", x, x)
+        dist[start : start + len(x)] = np.maximum(best, 0)
+    return labels, dist
+
+
+def block_stats(X: FloatArray, w: F64, centers: FloatArray) -> F64:
+    """Per-cluster weighted sums, weights and inertia of one block, for each run.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Samples.
+    w : ndarray of shape (n,)
+        Their weights.
+    centers : ndarray of shape (runs, k, d)
+        One set of centres per run.
+
+    Returns
+    -------
+    ndarray of shape (runs, k, d + 2)
+        ``[..., :d]`` weighted sums, ``[..., d]`` weights, ``[..., d + 1]`` inertia.
+    """
+    runs, k, _ = centers.shape
+    return np.stack([cluster_sums(X, w, *nearest(X, centers[r]), k) for r in range(runs)])
+
+
+def cluster_sums(
+    X: FloatArray, w: F64, labels: npt.NDArray[np.integer[Any]], dist: F64, k: int
+) -> F64:
+    """Packed statistics (k, d + 2) of one run from its labels and squared distances."""
+    d = X.shape[1]
+    out = np.empty((k, d + 2), dtype=np.float64)
+    for j in range(d):
+        out[:, j] = np.bincount(labels, weights=w * X[:, j], minlength=k)
+    out[:, d] = np.bincount(labels, weights=w, minlength=k)
+    out[:, d + 1] = np.bincount(labels, weights=w * dist, minlength=k)
+    return out
+
+
+def block_far_points(X: FloatArray, w: F64, centers: FloatArray, m: int) -> F64:
+    """Return the `m` samples of a block farthest from their nearest centre, for each run.
+
+    Returns an array of shape (runs, m', d + 3) with ``m' = min(m, n)`` whose columns are
+    the squared distance, the weight, the nearest centre's index and the sample itself.
+    Zero-weight samples are never chosen, since they cannot seed a cluster.
+    """
+    runs, _, d = centers.shape
+    m = min(m, X.shape[0])
+    out = np.zeros((runs, m, d + 3), dtype=np.float64)
+    for r in range(runs):
+        labels, dist = nearest(X, centers[r])
+        dist = np.where(w > 0, dist, -1.0)
+        idx = np.argsort(-dist, kind="stable")[:m]
+        out[r, :, 0] = dist[idx]
+        out[r, :, 1] = w[idx]
+        out[r, :, 2] = labels[idx]
+        out[r, :, 3:] = X[idx]
+    return out
+
+
+class Rows(Protocol):
+    """Passes over a weighted set of samples, wherever they live."""
+
+    @property
+    def n_features(self) -> int:
+        """Number of features ``d``."""
+
+    def stats(self, centers: F64) -> F64:
+        """Sum of `block_stats` over all blocks."""
+
+    def far_points(self, centers: F64, m: int) -> F64:
+        """`block_far_points` over all blocks, merged and cut to the `m` farthest."""
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples ``n``."""
+
+    def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
+        """Gather samples `idx` (numbered independently of chunking) and their weights."""
+
+
+@dataclass(frozen=True)
+class LloydResult:
+    """Outcome of `lloyd` for each run."""
+
+    centers: F64
+    """Shape (runs, k, d)."""
+    inertia: F64
+    """Shape (runs,): weighted sum of squared distances to the final centres."""
+    weights: F64
+    """Shape (runs, k): total weight of each final cluster."""
+    n_iter: npt.NDArray[np.int64]
+    """Shape (runs,): Lloyd iterations run."""
+
+
+def _relocate_empty(stats: F64, rows: Rows, centers: F64) -> None:
+    """Move empty clusters onto the samples farthest from their centres, in place.
+
+    As in scikit-learn: each empty cluster takes one far sample, which leaves the cluster
+    it belonged to. Works on the packed sums, before they are turned into centres.
+    """
+    d = centers.shape[2]
+    empty = stats[:, :, d] <= 0
+    if not empty.any():
+        return
+    far = rows.far_points(centers, int(empty.sum(axis=1).max()))
+    for r in np.flatnonzero(empty.any(axis=1)):
+        for slot, j in enumerate(np.flatnonzero(empty[r])):
+            if slot >= far.shape[1] or far[r, slot, 1] <= 0:
+                break  # fewer usable samples than empty clusters: leave the rest
+            wt, old, x = far[r, slot, 1], int(far[r, slot, 2]), far[r, slot, 3:]
+            stats[r, old, :d] -= wt * x
+            stats[r, old, d] -= wt
+            stats[r, old, d + 1] -= far[r, slot, 0] * wt
+            stats[r, j, :d] = wt * x
+            stats[r, j, d] = wt
+            stats[r, j, d + 1] = 0.0
+
+
+def centers_from_stats(stats: F64, previous: F64) -> F64:
+    """Weighted means from packed stats; a cluster with no weight keeps its centre."""
+    d = previous.shape[2]
+    weights = stats[:, :, d : d + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        new = stats[:, :, :d] / weights
+    return np.where(weights > 0, new, previous)
+
+
+def lloyd(
+    rows: Rows, centers: F64, *, max_iter: int, tol: float, eps: float | None = None
+) -> LloydResult:
+    """Run Lloyd's algorithm from several sets of initial centres at once.
+
+    Each iteration is one pass over the rows computing every active run's statistics,
+    so restarts share the reads. A run stops when the squared shift of its centres is at
+    most `tol` (absolute); a shift of zero means its labels no longer change. After a
+    non-strict stop a last pass computes inertia and weights for the final centres, as
+    scikit-learn's final E-step does.
+
+    Parameters
+    ----------
+    rows : Rows
+        The weighted samples.
+    centers : ndarray of shape (runs, k, d)
+        Initial centres of each run.
+    max_iter : int
+        Most iterations per run.
+    tol : float
+        Absolute tolerance on the squared centre shift (summed over centres).
+    eps : float, optional
+        Also stop once no centre moves by more than `eps` (OpenCV's ``EPS``
+        criterion for ``cv2.kmeans``).
+
+    Returns
+    -------
+    LloydResult
+    """
+    centers = np.array(centers, dtype=np.float64)
+    runs, k, _ = centers.shape
+    inertia = np.zeros(runs)
+    weights = np.zeros((runs, k))
+    n_iter = np.zeros(runs, dtype=np.int64)
+    active = np.ones(runs, dtype=bool)
+    final_pass = np.zeros(runs, dtype=bool)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(active)
+        if idx.size == 0:
+            break
+        stats = rows.stats(centers[idx])
+        # With unchanged centres this pass's assignment is final: keep its inertia and
+        # weights before relocation edits the sums.
+        inertia[idx] = stats[:, :, -1].sum(axis=1)
+        weights[idx] = stats[:, :, -2]
+        _relocate_empty(stats, rows, centers[idx])
+        new = centers_from_stats(stats, centers[idx])
+        moved = ((new - centers[idx]) ** 2).sum(axis=2)
+        shift = moved.sum(axis=1)
+        n_iter[idx] += 1
+        strict = shift == 0
+        stopped = shift <= tol
+        if eps is not None:
+            stopped |= moved.max(axis=1) <= eps**2
+        centers[idx] = new
+        final_pass[idx] = ~strict
+        active[idx[stopped]] = False
+    todo = np.flatnonzero(final_pass)
+    if todo.size:
+        stats = rows.stats(centers[todo])
+        inertia[todo] = stats[:, :, -1].sum(axis=1)
+        weights[todo] = stats[:, :, -2]
+    return LloydResult(centers=centers, inertia=inertia, weights=weights, n_iter=n_iter)
+
+
+def kmeans_plusplus(
+    X: FloatArray,
+    n_clusters: int,
+    *,
+    sample_weight: F64,
+    rng: np.random.Generator,
+    n_local_trials: int | None = None,
+) -> tuple[F64, npt.NDArray[np.intp]]:
+    """Greedy weighted k-means++ seeding (Arthur and Vassilvitskii, 2007).
+
+    Each new centre is the best of `n_local_trials` candidates drawn with probability
+    proportional to weight times squared distance to the nearest chosen centre, "best"
+    meaning the lowest resulting potential, as in scikit-learn. Candidates are drawn by
+    inverting the cumulative weights, so integer weights select the same samples as
+    repeating rows would.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        Samples.
+    n_clusters : int
+        Number of centres.
+    sample_weight : ndarray of shape (n,)
+        Non-negative weights, not all zero.
+    rng : numpy.random.Generator
+        Source of randomness.
+    n_local_trials : int, optional
+        Candidates per step; ``2 + int(log(k))`` by default.
+
+    Returns
+    -------
+    centers : ndarray of shape (n_clusters, d)
+    indices : ndarray of shape (n_clusters,)
+        Row of `X` each centre was taken from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[0.0, 0.0], [0.0, 1.0], [10.0, 10.0], [10.0, 11.0]])
+    >>> centers, idx = kmeans_plusplus(X, 2, sample_weight=np.ones(4),
+    ...                                rng=np.random.default_rng(0))
+    >>> sorted(int(c) for c in centers[:, 0])
+    [0, 10]
+    """
+    n, d = X.shape
+    if n_local_trials is None:
+        n_local_trials = 2 + int(np.log(n_clusters))
+    w = np.asarray(sample_weight, dtype=np.float64)
+    x_sq = np.einsum("ij,ij->i", X, X)
+    indices = np.empty(n_clusters, dtype=np.intp)
+    centers = np.empty((n_clusters, d), dtype=np.float64)
+
+    def draw(cum: F64, size: int) -> npt.NDArray[np.intp]:
+        picks = np.searchsorted(cum, rng.random(size) * cum[-1], side="right")
+        return np.minimum(picks, n - 1).astype(np.intp)
+
+    first = int(draw(np.cumsum(w), 1)[0])
+    indices[0], centers[0] = first, X[first]
+    closest = squared_distances(X, X[first : first + 1], x_sq)[:, 0].astype(np.float64)
+    for c in range(1, n_clusters):
+        cum = np.cumsum(w * closest)
+        # cum[-1] == 0: every sample sits on a chosen centre (fewer distinct points than
+        # k), so draw by weight alone.
+        cand = draw(cum if cum[-1] > 0 else np.cumsum(w), n_local_trials)
+        dist = squared_distances(X[cand], X, x_sq[cand]).astype(np.float64)
+        np.minimum(dist, closest[None, :], out=dist)
+        best = int(np.argmin(dist @ w))
+        closest = dist[best]
+        indices[c], centers[c] = cand[best], X[cand[best]]
+    return centers, indices
+
+
+def seed_centers(
+    rows: Rows,
+    n_clusters: int,
+    init: Literal["k-means++", "random"],
+    n_runs: int,
+    rng: np.random.Generator,
+    sample_size: int,
+) -> F64:
+    """Seed `n_runs` sets of initial centres, each on a uniform sample of the rows.
+
+    The sample's indices are drawn on the client from `rng` alone, so the sample, and
+    hence the centres, do not depend on how the rows are chunked. ``"random"`` picks
+    distinct samples of positive weight.
+
+    Returns
+    -------
+    ndarray of shape (n_runs, n_clusters, n_features)
+    """
+    n = rows.n_samples
+    out = np.empty((n_runs, n_clusters, rows.n_features))
+    for r in range(n_runs):
+        if sample_size >= n:
+            idx = np.arange(n)
+        else:
+            idx = np.sort(rng.choice(n, size=sample_size, replace=False))
+        Xs, ws = rows.take(idx)
+        if init == "k-means++":
+            if ws.sum() <= 0:
+                ws = np.ones_like(ws)
+            out[r] = kmeans_plusplus(Xs, n_clusters, sample_weight=ws, rng=rng)[0]
+        else:
+            positive = np.flatnonzero(ws > 0)
+            pool = positive if positive.size >= n_clusters else np.arange(len(ws))
+            out[r] = Xs[rng.permutation(pool)[:n_clusters]]
+    return out

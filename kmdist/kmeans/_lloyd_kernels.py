@@ -1,0 +1,163 @@
+"""Compiled Lloyd steps with Hamerly's bounds (numba), threaded over slices of the samples.
+
+The step fuses what would be a chain of whole-array NumPy operations into one pass over
+the samples. It is compiled on first use and cached on disk (``cache=True``), so a process
+pays the compilation once per installation, not per call.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["hamerly_step"]
+
+# Below this many samples a Lloyd step runs in one thread: a thread hand-off costs more.
+# (342,000 colours, 103 steps: 0.10 s in one thread, 0.067 s in two.)
+_PARALLEL_ABOVE = 1 << 17
+# Most slices a Lloyd step is split into (2**17 samples or more each, a power of two).
+_MAX_PARTS = 8
+_pool: ThreadPoolExecutor | None = None
+
+
+def _threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _hamerly_step(
+    X: npt.NDArray[np.floating[Any]],
+    w: npt.NDArray[np.float64],
+    centers: npt.NDArray[np.float64],
+    drift: npt.NDArray[np.float64],
+    max_drift: float,
+    labels: npt.NDArray[np.int32],
+    upper: npt.NDArray[np.float64],
+    lower: npt.NDArray[np.float64],
+    sums: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    sq: npt.NDArray[np.float64],
+    scale: float,
+) -> int:
+    n, d = X.shape
+    k = centers.shape[0]
+    searched = 0
+    for i in range(n):
+        old = labels[i]
+        # Bounds are stored net of the drifts (see `hamerly_step`): a sample whose
+        # bounds hold is only read, never written.
+        u = upper[i] + drift[old]
+        lo = lower[i] - max_drift
+        # Same margin as the NumPy path: covers the distances' round-off.
+        if u < lo - (1e-7 * (u + lo + scale) + 1e-12):
+            continue
+        searched += 1
+        best = np.inf
+        second = np.inf
+        new = 0
+        for j in range(k):
+            dist = 0.0
+            for f in range(d):
+                t = X[i, f] - centers[j, f]
+                dist += t * t
+            if dist < best:
+                second = best
+                best = dist
+                new = j
+            elif dist < second:
+                second = dist
+        upper[i] = math.sqrt(best) - drift[new]
+        lower[i] = math.sqrt(second) + max_drift
+        if new != old:
+            labels[i] = new
+            # The sample's moments, computed where needed rather than stored (40 bytes
+            # a sample that would be written once and read rarely).
+            wi = w[i]
+            xx = 0.0
+            for f in range(d):
+                wx = np.float64(X[i, f]) * wi
+                xx += wx * X[i, f]
+                sums[new, f] += wx
+                if old >= 0:
+                    sums[old, f] -= wx
+            weights[new] += wi
+            sq[new] += xx
+            if old >= 0:
+                weights[old] -= wi
+                sq[old] -= xx
+    return searched
+
+
+def hamerly_step(
+    bounds: Any, X: npt.NDArray[np.floating[Any]], centers: npt.NDArray[np.float64]
+) -> int:
+    """Move Hamerly bounds to new centres in compiled passes; return samples searched.
+
+    Updates `bounds` (a ``kmdist.kmeans._rows._Bounds``) in place: each sample's bounds grow by
+    the centre shifts; a sample whose bounds overlap is searched against every centre,
+    and the cluster moments follow samples that change cluster. Samples labelled -1,
+    with infinite upper bounds, are searched and added to the moments: the first step.
+    Large inputs are split over the cores' threads (the kernel releases the GIL), each
+    slice with its own moment changes, added up afterwards.
+    """
+    global _pool
+    shift = np.sqrt(((centers - bounds.centers) ** 2).sum(axis=1))
+    # Hamerly adds each centre's shift to the upper bounds of its samples and the largest
+    # shift to every lower bound, a write of every sample each step. Bounds are stored
+    # instead net of the shifts summed since the run began (`drift` a centre, and the
+    # largest shifts' sum): a step reads 20 bytes a sample and writes only the samples
+    # it searches (2.06 million colours: 3.7 to 2.6 ms a step, with the moments below).
+    bounds.drift += shift
+    bounds.max_drift += float(shift.max())
+    scale = float(np.sqrt((centers**2).sum(axis=1)).max())
+    n = X.shape[0]
+    # The split depends on n only, not on the cores, so that the moments are summed in
+    # the same order, and the palette comes out the same to the last bit, on every
+    # machine; the pool's threads (one a core) take the parts in turn. A power of two
+    # parts divides evenly among 2, 4 or 8 threads.
+    parts = 1 << (min(_MAX_PARTS, max(1, n // _PARALLEL_ABOVE)).bit_length() - 1)
+
+    def run(a: int, b: int, sums: Any, weights: Any, sq: Any) -> int:
+        """One pass over samples [a, b), moment changes added to `sums`, `weights`, `sq`."""
+        return int(
+            _hamerly_step(
+                X[a:b],
+                bounds.w[a:b],
+                centers,
+                bounds.drift,
+                bounds.max_drift,
+                bounds.labels[a:b],
+                bounds.upper[a:b],
+                bounds.lower[a:b],
+                sums,
+                weights,
+                sq,
+                scale,
+            )
+        )
+
+    if parts == 1:
+        return run(0, n, bounds.sums, bounds.weights, bounds.sq)
+    edges: list[int] = np.linspace(0, n, parts + 1).astype(int).tolist()
+    deltas = [
+        (np.zeros_like(bounds.sums), np.zeros_like(bounds.weights), np.zeros_like(bounds.sq))
+        for _ in range(parts)
+    ]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_threads(), thread_name_prefix="kmdist-lloyd")
+
+    def part(i: int) -> int:
+        return run(edges[i], edges[i + 1], *deltas[i])
+
+    searched = sum(_pool.map(part, range(parts)))
+    for sums, weights, sq in deltas:
+        bounds.sums += sums
+        bounds.weights += weights
+        bounds.sq += sq
+    return searched

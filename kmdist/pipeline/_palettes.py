@@ -1,0 +1,129 @@
+"""The palette of an image or of a batch: exact for 8-bit RGB, mini-batch otherwise.
+
+`palette_for` is the one place that makes the choice, for the chunked path (a Dask
+array: the histogram and the fit run on the cluster), the in-memory path (a NumPy
+array) and a shared palette (merged histograms, or pixels pooled from every image).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import numpy.typing as npt
+from dask.delayed import delayed
+
+from kmdist._dask import active_client
+from kmdist.io._listing import ImageRef
+from kmdist.palette._assign import build_lut
+from kmdist.palette._histogram import (
+    ColorHistogram,
+    chunk_histogram,
+    histogram_graph,
+    merge_histograms,
+)
+from kmdist.palette._learn import learn_palette, palette_from_histogram
+from kmdist.palette._palette import Palette
+from kmdist.pipeline._options import ImageResult, SegmentOptions, named
+
+__all__ = ["exact_palette_and_lut", "palette_for", "shared_palette"]
+
+
+def palette_for(image: da.Array | npt.NDArray[Any], opts: SegmentOptions) -> tuple[Palette, Any]:
+    """Learn `image`'s palette as `opts` asks; return it with its lookup table or None.
+
+    8-bit RGB (unless mini-batch is asked for) gets the exact palette of its colour
+    histogram and a lookup table of the colours present: for a Dask array both are
+    fitted on the cluster next to the merged histogram and the table stays there (a
+    Future); for a NumPy array, in this process. Other images get a mini-batch palette
+    and no table.
+    """
+    if not opts.uses_histogram(image):
+        pal = learn_palette(image, opts.n_colors, method=opts.method, **opts.palette_kwargs())
+        return pal, None
+    if isinstance(image, np.ndarray):
+        return exact_palette_and_lut(chunk_histogram(image), opts)
+    return _exact_on_cluster(image, opts)
+
+
+def exact_palette_and_lut(
+    hist: ColorHistogram, opts: SegmentOptions
+) -> tuple[Palette, npt.NDArray[Any]]:
+    """Return the exact palette of histogram `hist` and the lookup table of its colours."""
+    palette = palette_from_histogram(hist, opts.n_colors, **opts.palette_kwargs())
+    # Only the colours present need entries: the image's pixels are exactly those.
+    return palette, build_lut(palette, hist.codes)
+
+
+def _exact_on_cluster(image: da.Array, opts: SegmentOptions) -> tuple[Palette, Any]:
+    """Return `image`'s exact palette and its lookup table, fitted next to the histogram.
+
+    On a distributed cluster a worker merges the histogram, fits the palette and builds
+    the table; only the palette comes back, and the table (a Future) stays on the
+    cluster for the labelling tasks, so a large image's histogram and table never cross
+    to this process and back (docs/benchmarks.md). A warning raised by the fit
+    (`FewerColorsWarning`) stays in the worker's log; `Palette.shortfall` carries the
+    same news back.
+    """
+    client = active_client()
+    fit = delayed(exact_palette_and_lut, pure=True)(histogram_graph(image), opts)
+    if client is None:
+        (done,) = _compute(fit)
+        return done[0], done[1]
+    both = client.compute(fit)
+    palette = client.submit(operator.getitem, both, 0)
+    table = client.submit(operator.getitem, both, 1)
+    result = palette.result()
+    if not isinstance(result, Palette):
+        raise TypeError(f"the palette task returned {type(result).__name__}, not a Palette")
+    return result, table
+
+
+def _compute(*graphs: Any) -> tuple[Any, ...]:
+    from dask.base import compute
+
+    return tuple(compute(*graphs))
+
+
+def shared_palette(
+    refs: Sequence[ImageRef], opts: SegmentOptions
+) -> tuple[Palette | None, Any, list[ImageRef], list[ImageResult]]:
+    """One palette for all `refs`: merged histograms (8-bit RGB) or pooled pixels.
+
+    Images that cannot be read are left out and reported as failed.
+
+    Returns
+    -------
+    palette : Palette or None
+        None when no image could be read.
+    lut : ndarray or None
+        Lookup table for every image (8-bit RGB).
+    good : list of ImageRef
+        Images the palette was learned from.
+    failed : list of ImageResult
+        Images left out, with the reason.
+    """
+    good: list[ImageRef] = []
+    failed: list[ImageResult] = []
+    images: list[da.Array] = []
+    hists: list[ColorHistogram] = []
+    for ref in refs:
+        try:
+            image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
+            if opts.uses_histogram(image):
+                # One image at a time, so that a corrupt file fails alone.
+                hists.extend(_compute(histogram_graph(image)))
+            images.append(image)
+            good.append(ref)
+        except (ValueError, OSError) as exc:
+            failed.append(ImageResult(ref.name, ref.source, "failed", error=named(ref, exc)))
+    if not good:
+        return None, None, good, failed
+    if len(hists) == len(images):
+        palette, lut = exact_palette_and_lut(merge_histograms(*hists), opts)
+        return palette, lut, good, failed
+    pal = learn_palette(images, opts.n_colors, method=opts.method, **opts.palette_kwargs())
+    return pal, None, good, failed

@@ -1,0 +1,138 @@
+"""Small images, segmented whole in memory, batches of them per task on the workers.
+
+An archive of thousands of thumbnails spends its time on per-image overhead, not on
+pixels: a Dask graph per step costs more than the work it schedules. An image of at most
+`SMALL_PIXELS` pixels is therefore read, clustered, labelled and written by one function
+call with NumPy (the same steps and results as the chunked path), and a batch of such
+images is one task on a worker, so that the workers run batches side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import numpy.typing as npt
+
+from kmdist.io._listing import ImageRef
+from kmdist.palette._assign import assign_pixels
+from kmdist.palette._palette import Palette
+from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions, attempt, named
+from kmdist.pipeline._palettes import palette_for
+from kmdist.store._write import write_segmentation
+
+__all__ = ["SMALL_PIXELS", "segment_small", "segment_small_batch", "small_batches_on_cluster"]
+
+SMALL_PIXELS = 1 << 22
+"""Largest image (y * x pixels) segmented whole in memory: 4 megapixels."""
+
+# Most images per task: enough to amortise a task's scheduling, few enough to spread
+# the work over the workers and to show progress.
+_BATCH = 16
+
+
+def segment_small(
+    ref: ImageRef,
+    store: str | Path,
+    opts: SegmentOptions,
+    *,
+    palette: Palette | None = None,
+    lut: npt.NDArray[Any] | None = None,
+    on_exists: OnExists = "error",
+) -> ImageResult | None:
+    """Segment one image in memory, or return None if it is larger than `SMALL_PIXELS`.
+
+    Problems with the image become a failed result, as in `segment_one`.
+    """
+
+    def step() -> ImageResult | None:
+        pal, table = palette, lut
+        # Decoded straight into memory: a Dask graph costs more than a thumbnail's decoding.
+        image = ref.open_small(SMALL_PIXELS, chunks=opts.chunks, max_pixels=opts.max_pixels)
+        if image.shape[0] * image.shape[1] > SMALL_PIXELS:
+            return None
+        # In this process: a worker running this task must not submit graphs of its own.
+        with dask.config.set(scheduler="sync"):
+            pixels = np.asarray(image.compute() if isinstance(image, da.Array) else image)
+            if pal is None:
+                pal, table = palette_for(pixels, opts)
+            labels = assign_pixels(pixels, pal, table)
+            overwrite = on_exists == "overwrite"
+            write_segmentation(
+                store, ref.name, labels, pal, source=ref.source, overwrite=overwrite, run=opts.run
+            )
+        return ImageResult(ref.name, ref.source, "done", tuple(int(s) for s in pixels.shape), pal)
+
+    return attempt(ref, store, on_exists, step)
+
+
+def segment_small_batch(
+    refs: Sequence[ImageRef],
+    store: str | Path,
+    opts: SegmentOptions,
+    palette: Palette | None = None,
+    lut: npt.NDArray[Any] | None = None,
+    on_exists: OnExists = "error",
+) -> list[ImageResult | None]:
+    """`segment_small` for each image of `refs`, in order (one task's work)."""
+    return [
+        segment_small(r, store, opts, palette=palette, lut=lut, on_exists=on_exists) for r in refs
+    ]
+
+
+def small_batches_on_cluster(
+    client: Any,
+    refs: Sequence[ImageRef],
+    store: str | Path,
+    opts: SegmentOptions,
+    *,
+    palette: Palette | None = None,
+    lut: npt.NDArray[Any] | None = None,
+    on_exists: OnExists = "error",
+    batch: int | None = None,
+) -> Iterator[tuple[ImageRef, ImageResult | None]]:
+    """Run `segment_small_batch` over `refs` on the workers of `client`, batch by batch.
+
+    Yields each image with its result as batches finish; None means the image is left to
+    the caller's chunked path (larger than `SMALL_PIXELS`, or `opts.chunks` is set).
+    `batch` images per task; by default up to 16, fewer for short lists. A batch whose worker dies
+    is retried by Dask; if it still fails, its images fail with the reason.
+    """
+    from distributed import as_completed
+
+    if opts.chunks is not None:
+        # Chunks asked for explicitly: the chunked path honours them, in processing and
+        # in the stored chunks.
+        yield from ((r, None) for r in refs)
+        return
+    if batch is None:
+        # Four batches per worker at least, so that progress shows and work spreads.
+        workers = max(1, len(client.scheduler_info().get("workers", {})))
+        batch = max(1, min(_BATCH, len(refs) // (4 * workers)))
+    shared = None if lut is None else client.scatter(lut, broadcast=True, hash=True)
+    futures = {}
+    for start in range(0, len(refs), batch):
+        part = list(refs[start : start + batch])
+        future = client.submit(
+            segment_small_batch,
+            part,
+            str(store),
+            opts,
+            palette,
+            shared,
+            on_exists,
+            pure=False,
+            retries=1,
+        )
+        futures[future] = part
+    for future in as_completed(futures):
+        part = futures.pop(future)
+        try:
+            results: list[ImageResult | None] = future.result()
+        except Exception as exc:  # the task itself failed (a worker died twice)
+            results = [ImageResult(r.name, r.source, "failed", error=named(r, exc)) for r in part]
+        yield from zip(part, results, strict=True)

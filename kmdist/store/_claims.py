@@ -1,0 +1,89 @@
+"""Writer claims: which run may write an image's group, and when a claim lapses.
+
+A group being written carries its writer (host, pid, process start, run) and
+``claimed: true`` in its ``kmdist`` block until the write completes or fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kmdist.store._errors import OutputError, OutputExistsError
+from kmdist.store._read import read_block
+from kmdist.store._root import StoreRoot
+
+__all__ = ["FOREIGN_LEASE", "clear_previous", "live_writer", "process_start"]
+
+# A claim from another host holds until this long after the group's last write.
+FOREIGN_LEASE = 15 * 60
+
+
+def clear_previous(root: StoreRoot, name: str, overwrite: bool, run: str | None) -> None:
+    if not root.has(name):
+        return
+    block = read_block(root, name)
+    if block is not None and block.get("complete") is True and not overwrite:
+        raise OutputExistsError(
+            f"{root}/{name}: already complete; pass overwrite=True (--overwrite) to replace it"
+        )
+    writer = live_writer(root, name, block, run)
+    if writer is not None:
+        raise OutputError(
+            f"{root}/{name}: being written by another run ({writer}); wait for it to finish"
+        )
+    root.remove(name)
+
+
+def live_writer(
+    root: StoreRoot, name: str, block: Mapping[str, Any] | None, run: str | None
+) -> str | None:
+    """Describe another run still writing image `name` of `root`, or return None.
+
+    A claim of this same `run` never holds: it is a retried task of the run.
+
+    A claim by a process on this machine holds while that process lives (a reused pid is
+    told apart by its start time). A process on another host (a Kubernetes pod, a
+    container sharing the volume) cannot be checked from here, so its claim holds while
+    the group keeps changing: until `FOREIGN_LEASE` seconds after its last write.
+    """
+    if block is None or block.get("complete") is True or block.get("claimed") is not True:
+        return None
+    writer = block.get("writer")
+    if not isinstance(writer, dict) or (run is not None and writer.get("run") == run):
+        return None
+    pid = writer.get("pid")
+    if writer.get("host") != socket.gethostname():
+        idle = time.time() - root.last_write(name)
+        if idle >= FOREIGN_LEASE:
+            return None
+        return (
+            f"process {pid} on host {writer.get('host')!r}, which wrote to it {idle:.0f} s "
+            f"ago; a run that stopped is taken over {FOREIGN_LEASE // 60} min after its "
+            "last write"
+        )
+    if not isinstance(pid, int) or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    started = writer.get("started")
+    if started is not None and started != process_start(pid):
+        return None  # the pid now belongs to another process
+    return f"process {pid}"
+
+
+def process_start(pid: int) -> str | None:
+    """Start time of process `pid` in clock ticks since boot (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # Field 22; the command name (field 2) may hold spaces, so split after it.
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None

@@ -1,0 +1,382 @@
+"""Where an output store lives: a local directory or a storage URL (``s3://...``).
+
+Zarr reads and writes the arrays and metadata either way. What the store needs beyond
+Zarr is here: creating the root group safely, a lock between runs, clearing an image's
+previous output, the time of a group's last write, and which groups exist.
+
+A local root locks with ``flock``. A storage URL locks by creating an object only if it
+does not exist (S3's ``If-None-Match``), which object stores offer in place of locks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from kmdist._fs import is_url, mtime, remote
+from kmdist.io._errors import describe
+from kmdist.store._errors import OutputError
+
+__all__ = ["LOCK_NAME", "OutputError", "StoreRoot", "open_root"]
+
+LOCK_NAME = ".kmdist.lock"
+# A zarr LocalStore write in flight: `<stem>.<uuid4 hex>.partial`, renamed when complete.
+_PARTIAL = re.compile(r"[^/]+\.[0-9a-f]{32}\.partial")
+_NOT_A_STORE = "{root}: is a non-empty directory but not a Zarr store; refusing to write into it"
+# A remote lock object unchanged for this long (its holder rewrites it every
+# `_HEARTBEAT` seconds) was left by a run that died holding it.
+_STALE_LOCK = 120.0
+_LOCK_POLL = 0.1
+# How often a holder rewrites the remote lock object, to show it is alive.
+_HEARTBEAT = 20.0
+
+
+def open_root(store: str | os.PathLike[str]) -> StoreRoot:
+    """Return the root of output store `store`: a local directory path or a storage URL."""
+    text = os.fspath(store)
+    if not isinstance(text, str) or not text:
+        raise OutputError(f"{store!r}: the store must be a directory path or a storage URL")
+    if is_url(text):
+        try:
+            return RemoteRoot(text)
+        except Exception as exc:  # no package for the scheme (s3fs), a malformed URL
+            raise OutputError(f"{text}: cannot use the store: {describe(exc)}") from exc
+    return LocalRoot(Path(text).expanduser())
+
+
+class StoreRoot(ABC):
+    """The root of an output store and the file operations the store needs."""
+
+    #: What `zarr.open_group` takes to open the root.
+    store: Any
+
+    def prepare(self) -> None:
+        """Create the root group if needed, refusing locations that are not stores."""
+        self._check_target()
+        with self.lock():
+            if not self.has_root_group():
+                # Checked again under the lock: another writer may have created it meanwhile.
+                if self._is_foreign():
+                    raise OutputError(_NOT_A_STORE.format(root=self))
+                try:
+                    zarr.open_group(
+                        self.store, mode="a", zarr_format=3, attributes={"kmdist": {"images": []}}
+                    )
+                except OSError as exc:
+                    raise OutputError(f"{self}: cannot write: {exc.strerror or exc}") from exc
+                return
+            try:
+                zarr.open_group(self.store, mode="r+", zarr_format=3)
+            except (ValueError, TypeError, FileNotFoundError) as exc:
+                raise OutputError(f"{self}: not a Zarr v3 group: {exc}") from exc
+
+    @abstractmethod
+    def lock(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the store's lock, between processes and hosts."""
+
+    @abstractmethod
+    def has_root_group(self) -> bool:
+        """Whether the root's ``zarr.json`` exists."""
+
+    @abstractmethod
+    def has(self, name: str) -> bool:
+        """Whether anything named `name` exists in the root (a group, a file, a link)."""
+
+    @abstractmethod
+    def present(self, names: Iterable[str]) -> set[str]:
+        """Those of `names` that are groups in the root."""
+
+    @abstractmethod
+    def remove(self, name: str) -> None:
+        """Remove `name` and everything under it."""
+
+    @abstractmethod
+    def last_write(self, name: str) -> float:
+        """Newest modification time (seconds since the epoch) of anything under `name`."""
+
+    @abstractmethod
+    def _check_target(self) -> None: ...
+
+    @abstractmethod
+    def _is_foreign(self) -> bool: ...
+
+
+class LocalRoot(StoreRoot):
+    """A store in a local directory (or one mounted from a file server)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.store = str(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def _check_target(self) -> None:
+        root = self.path
+        if root.exists() and not root.is_dir():
+            raise OutputError(f"{root}: exists and is a file, not a Zarr store")
+        if root.is_dir() and self._is_foreign():
+            raise OutputError(_NOT_A_STORE.format(root=root))
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{root}: cannot create the store: {exc.strerror or exc}") from exc
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise OutputError(f"{root}: not writable (permission denied)")
+
+    def _is_foreign(self) -> bool:
+        """Whether the root holds entries but is not a Zarr store.
+
+        zarr.json is looked for again after listing: a concurrent writer creates it
+        before anything else, so entries seen without it afterwards were there before.
+        Zarr's LocalStore writes ``zarr.json`` as ``zarr.<uuid>.partial`` and renames
+        it, so such a file (and our lock) does not count.
+        """
+        if self.has_root_group():
+            return False
+        with os.scandir(self.path) as entries:
+            foreign = any(
+                e.name != LOCK_NAME and _PARTIAL.fullmatch(e.name) is None for e in entries
+            )
+        return foreign and not self.has_root_group()
+
+    def has_root_group(self) -> bool:
+        return (self.path / "zarr.json").exists()
+
+    def has(self, name: str) -> bool:
+        return os.path.lexists(self.path / name)
+
+    def present(self, names: Iterable[str]) -> set[str]:
+        # A stat per name, not a listing of the store's groups: that reads every
+        # member's metadata, which made writing N images O(N^2) reads.
+        return {n for n in names if (self.path / n / "zarr.json").is_file()}
+
+    def remove(self, name: str) -> None:
+        target = self.path / name
+        try:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink()
+        except OSError as exc:
+            raise OutputError(
+                f"{target}: cannot remove the previous output: {exc.strerror or exc}"
+            ) from exc
+
+    def last_write(self, name: str) -> float:
+        group = self.path / name
+        newest = group.lstat().st_mtime
+        for folder, dirs, files in os.walk(group):
+            for entry in (*dirs, *files):
+                with contextlib.suppress(FileNotFoundError):  # a write in flight renamed it
+                    newest = max(newest, os.lstat(os.path.join(folder, entry)).st_mtime)
+        return newest
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``root/.kmdist.lock``.
+
+        The file is removed before the lock is released, so it never lingers as a stray
+        object in the store. A waiter that then obtains the lock on the removed file
+        sees that the path no longer names its file, and tries again.
+        """
+        path = self.path / LOCK_NAME
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"{path}: cannot create the lock file: {exc.strerror}") from exc
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass  # removed by the previous holder: try again with a fresh file
+            except OSError as exc:
+                os.close(fd)
+                raise OutputError(f"{path}: cannot lock: {exc.strerror}") from exc
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
+
+
+class RemoteRoot(StoreRoot):
+    """A store at a storage URL, written through fsspec (S3 and compatible servers).
+
+    Object stores cache nothing here that another run could change: listings are
+    invalidated before every check.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.fs, path = remote(self.url)
+        self.path = path.rstrip("/")
+        self.store = zarr.storage.FsspecStore.from_url(self.url)
+
+    def __str__(self) -> str:
+        return self.url
+
+    def _key(self, *parts: str) -> str:
+        return "/".join([self.path, *parts])
+
+    def _fresh(self) -> None:
+        self.fs.invalidate_cache(self.path)
+
+    def _check_target(self) -> None:
+        self._fresh()
+        bucket = self.path.split("/", 1)[0]
+        try:
+            if bucket:
+                # `info`, not `exists`: that answers False for a credentials error too.
+                try:
+                    self.fs.info(bucket)
+                except FileNotFoundError:
+                    raise OutputError(f"{self}: no such bucket (or container) {bucket!r}") from None
+            if self.fs.isfile(self.path):
+                raise OutputError(f"{self}: exists and is a file, not a Zarr store")
+            if self.fs.isdir(self.path) and self._is_foreign():
+                raise OutputError(_NOT_A_STORE.format(root=self))
+        except OutputError:
+            raise
+        except Exception as exc:  # no credentials, no permission, no network
+            raise OutputError(f"{self}: cannot use the store: {describe(exc)}") from exc
+
+    def _is_foreign(self) -> bool:
+        if self.has_root_group():
+            return False
+        try:
+            entries = self.fs.ls(self.path, detail=False)
+        except FileNotFoundError:
+            return False
+        foreign = any(e.rstrip("/").rsplit("/", 1)[-1] != LOCK_NAME for e in entries)
+        return foreign and not self.has_root_group()
+
+    def has_root_group(self) -> bool:
+        info = self._info(self._key("zarr.json"))
+        return info is not None and info.get("type") == "file"
+
+    def has(self, name: str) -> bool:
+        return self._info(self._key(name)) is not None
+
+    def _info(self, key: str) -> dict[str, Any] | None:
+        """`info` of `key`, None if absent; any other failure names the store.
+
+        Not fsspec's `exists` / `isfile`: they answer False for a credentials error too.
+        """
+        self._fresh()
+        try:
+            info: dict[str, Any] = self.fs.info(key)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise OutputError(f"{self}: cannot use the store: {describe(exc)}") from exc
+        return info
+
+    def present(self, names: Iterable[str]) -> set[str]:
+        # One listing of the root (pages of 1,000 names), not a request per name.
+        self._fresh()
+        listed = {e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(self.path, detail=False)}
+        return {n for n in names if n in listed}
+
+    def remove(self, name: str) -> None:
+        try:
+            self.fs.rm(self._key(name), recursive=True)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise OutputError(
+                f"{self}/{name}: cannot remove the previous output: {exc.strerror or exc}"
+            ) from exc
+        self._fresh()
+
+    def last_write(self, name: str) -> float:
+        self._fresh()
+        infos = self.fs.find(self._key(name), detail=True).values()
+        times = [t for t in (mtime(i) for i in infos) if t is not None]
+        return max(times, default=0.0)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the store's lock: the object ``.kmdist.lock``, created only if absent.
+
+        The holder rewrites the object every `_HEARTBEAT` seconds, so a waiter that sees
+        it unchanged for `_STALE_LOCK` seconds of its own clock (no clock is compared
+        across hosts) takes it to be left by a run that died, and removes it. The holder
+        removes the object at the end only if it is still its own.
+        """
+        key = self._key(LOCK_NAME)
+        mine = uuid.uuid4().hex
+        seen: tuple[bytes, float] | None = None
+        while True:
+            try:
+                with self.fs.open(key, "xb") as f:
+                    f.write(f"{mine} 0".encode())
+                break
+            except FileExistsError:
+                pass
+            except (ValueError, NotImplementedError) as exc:  # no exclusive-create mode
+                raise OutputError(
+                    f"{self}/{LOCK_NAME}: cannot create the lock: this storage cannot create "
+                    f"an object only if it is absent, which the store needs ({exc})"
+                ) from exc
+            except Exception as exc:
+                raise OutputError(
+                    f"{self}/{LOCK_NAME}: cannot create the lock: {describe(exc)}"
+                ) from exc
+            holder, now = self._read(key), time.monotonic()
+            if holder is not None:
+                if seen is None or seen[0] != holder:
+                    seen = (holder, now)
+                elif now - seen[1] > _STALE_LOCK:
+                    if self._read(key) == holder:  # not taken over meanwhile
+                        with contextlib.suppress(FileNotFoundError):
+                            self.fs.rm_file(key)
+                    seen = None
+                    continue
+            time.sleep(_LOCK_POLL)
+        beats = [0]
+        done = threading.Event()
+
+        def heartbeat() -> None:
+            while not done.wait(_HEARTBEAT):
+                beats[0] += 1
+                with contextlib.suppress(Exception):  # a missed beat is not an error
+                    self.fs.pipe_file(key, f"{mine} {beats[0]}".encode())
+
+        beating = threading.Thread(target=heartbeat, name="kmdist-lock-heartbeat", daemon=True)
+        beating.start()
+        try:
+            yield
+        finally:
+            done.set()
+            beating.join()
+            held = self._read(key)
+            if held is not None and held.split()[0] == mine.encode():
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(key)
+
+    def _read(self, key: str) -> bytes | None:
+        try:
+            data: bytes = self.fs.cat_file(key)
+        except FileNotFoundError:
+            return None
+        return data
