@@ -1,0 +1,199 @@
+"""Images decoded whole (kmdist.io._decoded): Pillow's formats and modes, the pixel limit.
+
+Every file is written by the test itself, in tmp_path."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image, features
+from sklearn.datasets import load_sample_image
+
+from kmdist.io._decoded import DEFAULT_MAX_PIXELS
+from kmdist.io._errors import ImageReadError
+from kmdist.io._open import open_image, open_images
+
+from ._helpers import png16, png_file, read, rgb, save
+
+
+@pytest.fixture(scope="module")
+def china() -> np.ndarray:
+    return load_sample_image("china.jpg")
+
+
+@pytest.fixture(scope="module")
+def flower() -> np.ndarray:
+    return load_sample_image("flower.jpg")
+
+
+def test_png_round_trip_exact(tmp_path, rng):
+    a = rgb(rng, 300, 500)
+    img = open_image(save(tmp_path / "a.png", a))
+    assert isinstance(img, da.Array)
+    assert img.shape == (300, 500, 3) and img.dtype == np.uint8
+    assert img.chunks == ((300,), (500,), (3,))
+    np.testing.assert_array_equal(img.compute(), a)
+
+
+def test_jpeg_matches_pillow_and_source(tmp_path, china):
+    path = save(tmp_path / "china.jpg", china, quality=95)
+    out = read(path)
+    assert out.shape == china.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.asarray(Image.open(path)))
+    assert np.abs(out.astype(int) - china).mean() < 3
+
+
+def test_bmp_exact(tmp_path, rng):
+    a = rgb(rng)
+    np.testing.assert_array_equal(read(save(tmp_path / "a.bmp", a)), a)
+
+
+def test_gif_first_frame(tmp_path, rng):
+    palette = rng.integers(0, 256, (4, 3), dtype=np.uint8)
+    frames = []
+    for _ in range(2):
+        idx = rng.integers(0, 4, (20, 30), dtype=np.uint8)
+        frame = Image.fromarray(idx, "P")
+        frame.putpalette(palette.ravel().tolist() + [0] * (768 - 12))
+        frames.append((frame, idx))
+    path = tmp_path / "anim.gif"
+    frames[0][0].save(path, save_all=True, append_images=[frames[1][0]], optimize=False)
+    out = read(path)
+    assert out.shape == (20, 30, 3)
+    np.testing.assert_array_equal(out, palette[frames[0][1]])
+
+
+@pytest.mark.skipif(not features.check("webp"), reason="Pillow built without WebP")
+def test_webp_lossless_exact(tmp_path, rng):
+    a = rgb(rng)
+    np.testing.assert_array_equal(read(save(tmp_path / "a.webp", a, lossless=True)), a)
+
+
+def test_grayscale_png(tmp_path, rng):
+    g = rng.integers(0, 256, (25, 40), dtype=np.uint8)
+    out = read(save(tmp_path / "g.png", g))
+    assert out.shape == (25, 40, 1) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out[..., 0], g)
+
+
+def test_la_gives_l(tmp_path, rng):
+    la = rng.integers(0, 256, (25, 40, 2), dtype=np.uint8)
+    out = read(save(tmp_path / "la.png", la, "LA"))
+    assert out.shape == (25, 40, 1)
+    np.testing.assert_array_equal(out[..., 0], la[..., 0])
+
+
+def test_rgba_drops_alpha_keeps_stored_colour(tmp_path, rng):
+    a = rng.integers(0, 256, (25, 40, 4), dtype=np.uint8)
+    a[:5, :, 3] = 0  # fully transparent pixels still have their colour
+    out = read(save(tmp_path / "a.png", a))
+    assert out.shape == (25, 40, 3)
+    np.testing.assert_array_equal(out, a[..., :3])
+
+
+@pytest.mark.parametrize("transparency", [False, True])
+def test_palette_png_gives_rgb(tmp_path, rng, transparency):
+    palette = rng.integers(0, 256, (16, 3), dtype=np.uint8)
+    idx = rng.integers(0, 16, (25, 40), dtype=np.uint8)
+    img = Image.fromarray(idx, "P")
+    img.putpalette(palette.ravel().tolist())
+    kw = {"transparency": 3} if transparency else {}
+    img.save(tmp_path / "p.png", **kw)
+    assert ("transparency" in Image.open(tmp_path / "p.png").info) == transparency
+    out = read(tmp_path / "p.png")
+    assert out.shape == (25, 40, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, palette[idx])
+
+
+def test_cmyk_jpeg_gives_rgb(tmp_path, flower):
+    path = tmp_path / "cmyk.jpg"
+    Image.fromarray(flower).convert("CMYK").save(path)
+    assert Image.open(path).mode == "CMYK"
+    out = read(path)
+    assert out.shape == flower.shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.asarray(Image.open(path).convert("RGB")))
+
+
+def test_bilevel_gives_0_255(tmp_path, rng):
+    bits = rng.random((20, 30)) > 0.5
+    out = read(save(tmp_path / "b.png", bits))
+    assert out.dtype == np.uint8 and out.shape == (20, 30, 1)
+    np.testing.assert_array_equal(out[..., 0], np.where(bits, 255, 0))
+
+
+def test_grayscale_16bit_png(tmp_path, rng):
+    g = rng.integers(0, 65536, (25, 40), dtype=np.uint16)
+    out = read(save(tmp_path / "g16.png", g))
+    assert out.dtype == np.uint16
+    np.testing.assert_array_equal(out[..., 0], g)
+
+
+def test_float_image_through_pillow(tmp_path, rng):
+    f = rng.random((20, 30), dtype=np.float32)
+    out = read(save(tmp_path / "f.pfm", f, "F"))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out[..., 0], f)
+
+
+def test_pillow_bomb_guard_lifted_to_max_pixels(tmp_path, rng, monkeypatch):
+    # Pillow itself would refuse this image (over twice its limit); ours allows it.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    a = rgb(rng, 40, 50)
+    np.testing.assert_array_equal(read(save(tmp_path / "a.png", a)), a)
+
+
+@pytest.mark.parametrize("fmt", ["jpg", "png", "png16"])
+def test_truncated_data_fails_on_compute(tmp_path, rng, china, fmt):
+    path = tmp_path / f"cut.{fmt}"
+    if fmt == "png16":
+        data = png16(rng.integers(0, 65536, (60, 70, 3), dtype=np.uint16), 2)
+    else:
+        buf = io.BytesIO()
+        Image.fromarray(china).save(buf, "JPEG" if fmt == "jpg" else "PNG")
+        data = buf.getvalue()
+    path.write_bytes(data[: len(data) // 2])
+    img = open_image(path)  # the header is intact
+    with pytest.raises(ImageReadError, match=rf"cut\.{fmt}: cannot decode") as err:
+        img.compute(scheduler="sync")
+    assert err.value.source == str(path)
+    with pytest.raises(ImageReadError):
+        img.compute(scheduler="threads")
+
+
+def test_zero_size_images(tmp_path):
+    (tmp_path / "w0.png").write_bytes(png_file(0, 10, 8, 2, b""))
+    with pytest.raises(ImageReadError, match="zero dimension"):
+        open_image(tmp_path / "w0.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tifffile: "nonconformant TIFF"
+        tifffile.imwrite(tmp_path / "empty.tif", np.zeros((0, 10), np.uint8))
+    with pytest.raises(ImageReadError, match="zero dimension"):
+        open_image(tmp_path / "empty.tif")
+
+
+def test_huge_png_header_refused_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_file(100_000, 100_000, 8, 2, b""))  # no pixel data at all
+    with pytest.raises(ImageReadError, match="tiled TIFF") as err:
+        open_image(path)
+    assert "100000 x 100000" in str(err.value)
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_max_pixels(tmp_path, rng):
+    path = save(tmp_path / "a.jpg", rgb(rng, 100, 100))
+    assert open_image(path, max_pixels=10_000).shape == (100, 100, 3)
+    with pytest.raises(ImageReadError, match="max_pixels=9,999"):
+        open_image(path, max_pixels=9_999)
+    ref = open_images(path)[0]
+    with pytest.raises(ImageReadError, match="tiled TIFF"):
+        ref.open(max_pixels=50)
+    assert DEFAULT_MAX_PIXELS == 1 << 30
+    # A lazily read TIFF is not limited.
+    tifffile.imwrite(tmp_path / "t.tif", rgb(rng, 100, 100))
+    assert open_image(tmp_path / "t.tif", max_pixels=10).shape == (100, 100, 3)
