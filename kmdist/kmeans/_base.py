@@ -11,7 +11,13 @@ import inspect
 import sys
 from typing import Any, Self
 
-__all__ = ["BaseEstimator", "ConvergenceWarning", "NotFittedError", "check_is_fitted"]
+__all__ = [
+    "BaseEstimator",
+    "ConvergenceWarning",
+    "NotFittedError",
+    "check_is_fitted",
+    "convergence_warning",
+]
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -22,12 +28,34 @@ class NotFittedError(ValueError, AttributeError):
 
 
 class ConvergenceWarning(UserWarning):
-    """Warned when k-means finds fewer distinct clusters than asked for."""
+    """Warned when k-means finds fewer distinct clusters than asked for.
+
+    When scikit-learn's exceptions are already imported, the warning kmdist issues is
+    also an instance of scikit-learn's ConvergenceWarning (see `convergence_warning`).
+    """
 
 
 @functools.cache
 def _with_sklearn(sk_error: type[Exception]) -> type[NotFittedError]:
     return type("NotFittedError", (NotFittedError, sk_error), {"__module__": __name__})
+
+
+@functools.cache
+def _warning_with_sklearn(sk_warning: type[Warning]) -> type[ConvergenceWarning]:
+    return type("ConvergenceWarning", (ConvergenceWarning, sk_warning), {"__module__": __name__})
+
+
+def convergence_warning() -> type[ConvergenceWarning]:
+    """Return the class to warn with: kmdist's, and scikit-learn's once that is imported.
+
+    Code that filters or catches scikit-learn's ConvergenceWarning has imported it, so
+    looking in ``sys.modules`` finds it whenever it matters, and kmdist never imports
+    scikit-learn itself. Filters on kmdist's class match either way.
+    """
+    sk = sys.modules.get("sklearn.exceptions")
+    if sk is None:
+        return ConvergenceWarning
+    return _warning_with_sklearn(sk.ConvergenceWarning)
 
 
 def check_is_fitted(estimator: object, attribute: str = "cluster_centers_") -> None:
@@ -99,12 +127,13 @@ class BaseEstimator:
 
     def __sklearn_tags__(self) -> Any:
         """Describe the estimator to scikit-learn (called by scikit-learn only)."""
-        from sklearn.utils import Tags, TargetTags, TransformerTags
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
         return Tags(
             estimator_type="clusterer",
             target_tags=TargetTags(required=False),
-            transformer_tags=TransformerTags(),
+            transformer_tags=TransformerTags(preserves_dtype=["float64", "float32"]),
+            input_tags=InputTags(sparse=True),
             regressor_tags=None,
             classifier_tags=None,
         )

@@ -11,15 +11,20 @@ and its inertia. They add up across blocks, so a pass is one tree reduction.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from kmdist.kmeans._lloyd_kernels import canonical_order
+from kmdist.kmeans._sparse import CSR
+
 __all__ = [
     "LloydResult",
     "Rows",
+    "Samples",
     "block_far_points",
     "block_stats",
     "cluster_sums",
@@ -32,19 +37,33 @@ __all__ = [
 
 FloatArray = npt.NDArray[np.floating[Any]]
 F64 = npt.NDArray[np.float64]
+Samples = FloatArray | CSR
+"""In-memory samples: a dense array or compressed sparse rows."""
 
 # Rows per slab when a block is processed piecewise: bounds the (rows, k) distance matrix.
 _SLAB = 1 << 15
+# A sample is on its centre when their squared distance is at most this times the larger
+# squared norm: a relative distance of 64 float64 roundings, what a mean's round-off can
+# leave between a sample and the mean of its copies.
+_ON_CENTRE = (64 * float(np.finfo(np.float64).eps)) ** 2
 
 
 def squared_distances(
-    X: FloatArray, centers: FloatArray, x_sq: FloatArray | None = None
+    X: Samples, centers: FloatArray, x_sq: FloatArray | None = None
 ) -> FloatArray:
     """Squared Euclidean distances between rows of `X` and `centers`, shape (n, k).
 
     Uses ``|x|^2 - 2 x.c + |c|^2`` so that the bulk of the work is one matrix product;
     negative round-off is clipped to zero. `x_sq` may hold precomputed ``|x|^2``.
+    Sparse `X` gives float64 distances.
     """
+    if isinstance(X, CSR):
+        c = np.asarray(centers, dtype=np.float64)
+        d = X.dot_t(-2.0 * c)
+        d += np.einsum("ij,ij->i", c, c)[None, :]
+        d += (X.row_norms_sq() if x_sq is None else x_sq)[:, None]
+        np.maximum(d, 0, out=d)
+        return d
     centers = centers.astype(X.dtype, copy=False)
     d = X @ (-2.0 * centers).T
     d += np.einsum("ij,ij->i", centers, centers)[None, :]
@@ -53,9 +72,18 @@ def squared_distances(
     return d
 
 
-def nearest(X: FloatArray, centers: FloatArray) -> tuple[npt.NDArray[np.int32], F64]:
+def nearest(X: Samples, centers: FloatArray) -> tuple[npt.NDArray[np.int32], F64]:
     """Index of the nearest centre for each row of `X` and the squared distance to it."""
     n = X.shape[0]
+    if isinstance(X, CSR):
+        labels = np.empty(n, dtype=np.int32)
+        dist = np.empty(n, dtype=np.float64)
+        for start in range(0, n, _SLAB):
+            d = squared_distances(X[start : start + _SLAB], centers)
+            lab = np.argmin(d, axis=1)
+            labels[start : start + len(lab)] = lab
+            dist[start : start + len(lab)] = np.take_along_axis(d, lab[:, None], axis=1)[:, 0]
+        return labels, dist
     labels = np.empty(n, dtype=np.int32)
     dist = np.empty(n, dtype=np.float64)
     c = centers.astype(X.dtype, copy=False)
@@ -73,12 +101,12 @@ def nearest(X: FloatArray, centers: FloatArray) -> tuple[npt.NDArray[np.int32], 
     return labels, dist
 
 
-def block_stats(X: FloatArray, w: F64, centers: FloatArray) -> F64:
+def block_stats(X: Samples, w: F64, centers: FloatArray) -> F64:
     """Per-cluster weighted sums, weights and inertia of one block, for each run.
 
     Parameters
     ----------
-    X : ndarray of shape (n, d)
+    X : ndarray or CSR of shape (n, d)
         Samples.
     w : ndarray of shape (n,)
         Their weights.
@@ -95,19 +123,22 @@ def block_stats(X: FloatArray, w: F64, centers: FloatArray) -> F64:
 
 
 def cluster_sums(
-    X: FloatArray, w: F64, labels: npt.NDArray[np.integer[Any]], dist: F64, k: int
+    X: Samples, w: F64, labels: npt.NDArray[np.integer[Any]], dist: F64, k: int
 ) -> F64:
     """Packed statistics (k, d + 2) of one run from its labels and squared distances."""
     d = X.shape[1]
     out = np.empty((k, d + 2), dtype=np.float64)
-    for j in range(d):
-        out[:, j] = np.bincount(labels, weights=w * X[:, j], minlength=k)
+    if isinstance(X, CSR):
+        out[:, :d] = X.label_sums(w, labels, k)
+    else:
+        for j in range(d):
+            out[:, j] = np.bincount(labels, weights=w * X[:, j], minlength=k)
     out[:, d] = np.bincount(labels, weights=w, minlength=k)
     out[:, d + 1] = np.bincount(labels, weights=w * dist, minlength=k)
     return out
 
 
-def block_far_points(X: FloatArray, w: F64, centers: FloatArray, m: int) -> F64:
+def block_far_points(X: Samples, w: F64, centers: FloatArray, m: int) -> F64:
     """Return the `m` samples of a block farthest from their nearest centre, for each run.
 
     Returns an array of shape (runs, m', d + 3) with ``m' = min(m, n)`` whose columns are
@@ -124,8 +155,13 @@ def block_far_points(X: FloatArray, w: F64, centers: FloatArray, m: int) -> F64:
         out[r, :, 0] = dist[idx]
         out[r, :, 1] = w[idx]
         out[r, :, 2] = labels[idx]
-        out[r, :, 3:] = X[idx]
+        out[r, :, 3:] = dense(X[idx])
     return out
+
+
+def dense(X: Samples) -> FloatArray:
+    """`X` as a dense array (sparse rows densified)."""
+    return X.toarray() if isinstance(X, CSR) else X
 
 
 class Rows(Protocol):
@@ -145,7 +181,7 @@ class Rows(Protocol):
     def n_samples(self) -> int:
         """Number of samples ``n``."""
 
-    def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
+    def take(self, idx: npt.NDArray[np.intp]) -> tuple[Samples, F64]:
         """Gather samples `idx` (numbered independently of chunking) and their weights."""
 
 
@@ -168,6 +204,11 @@ def _relocate_empty(stats: F64, rows: Rows, centers: F64) -> None:
 
     As in scikit-learn: each empty cluster takes one far sample, which leaves the cluster
     it belonged to. Works on the packed sums, before they are turned into centres.
+    Only samples away from their centre are taken: one sitting on its centre cannot
+    lower the inertia, and with fewer distinct samples than clusters moving it would
+    only swap identical centres every iteration (scikit-learn stops relocating when
+    every sample sits on its centre). "On its centre" allows for the round-off of a
+    mean: a squared distance (from differences) within `_ON_CENTRE` of the squared norms.
     """
     d = centers.shape[2]
     empty = stats[:, :, d] <= 0
@@ -179,6 +220,10 @@ def _relocate_empty(stats: F64, rows: Rows, centers: F64) -> None:
             if slot >= far.shape[1] or far[r, slot, 1] <= 0:
                 break  # fewer usable samples than empty clusters: leave the rest
             wt, old, x = far[r, slot, 1], int(far[r, slot, 2]), far[r, slot, 3:]
+            c = centers[r, old]
+            # The distance again, from differences: no cancellation of the norms.
+            if float(((x - c) ** 2).sum()) <= _ON_CENTRE * max(float(x @ x), float(c @ c)):
+                break  # the farthest samples left sit on their centres: nothing to gain
             stats[r, old, :d] -= wt * x
             stats[r, old, d] -= wt
             stats[r, old, d + 1] -= far[r, slot, 0] * wt
@@ -197,7 +242,13 @@ def centers_from_stats(stats: F64, previous: F64) -> F64:
 
 
 def lloyd(
-    rows: Rows, centers: F64, *, max_iter: int, tol: float, eps: float | None = None
+    rows: Rows,
+    centers: F64,
+    *,
+    max_iter: int,
+    tol: float,
+    eps: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> LloydResult:
     """Run Lloyd's algorithm from several sets of initial centres at once.
 
@@ -220,6 +271,9 @@ def lloyd(
     eps : float, optional
         Also stop once no centre moves by more than `eps` (OpenCV's ``EPS``
         criterion for ``cv2.kmeans``).
+    log : callable, optional
+        Called with a line of progress each iteration and at convergence, in
+        scikit-learn's verbose wording (``print`` for ``verbose=1``).
 
     Returns
     -------
@@ -245,11 +299,13 @@ def lloyd(
         new = centers_from_stats(stats, centers[idx])
         moved = ((new - centers[idx]) ** 2).sum(axis=2)
         shift = moved.sum(axis=1)
-        n_iter[idx] += 1
         strict = shift == 0
         stopped = shift <= tol
         if eps is not None:
             stopped |= moved.max(axis=1) <= eps**2
+        if log is not None:
+            _log_iteration(log, idx, runs, n_iter[idx], inertia[idx], shift, strict, stopped, tol)
+        n_iter[idx] += 1
         centers[idx] = new
         final_pass[idx] = ~strict
         active[idx[stopped]] = False
@@ -261,8 +317,32 @@ def lloyd(
     return LloydResult(centers=centers, inertia=inertia, weights=weights, n_iter=n_iter)
 
 
+def _log_iteration(
+    log: Callable[[str], None],
+    idx: npt.NDArray[np.intp],
+    runs: int,
+    it: npt.NDArray[np.int64],
+    inertia: F64,
+    shift: F64,
+    strict: npt.NDArray[np.bool_],
+    stopped: npt.NDArray[np.bool_],
+    tol: float,
+) -> None:
+    """One iteration's verbose lines for each active run, as scikit-learn words them."""
+    for pos, r in enumerate(idx):
+        head = f"Run {r}: " if runs > 1 else ""
+        log(f"{head}Iteration {it[pos]}, inertia {inertia[pos]}.")
+        if strict[pos]:
+            log(f"{head}Converged at iteration {it[pos]}: strict convergence.")
+        elif stopped[pos]:
+            log(
+                f"{head}Converged at iteration {it[pos]}: center shift {shift[pos]} within "
+                f"tolerance {tol}."
+            )
+
+
 def kmeans_plusplus(
-    X: FloatArray,
+    X: Samples,
     n_clusters: int,
     *,
     sample_weight: F64,
@@ -279,7 +359,7 @@ def kmeans_plusplus(
 
     Parameters
     ----------
-    X : ndarray of shape (n, d)
+    X : ndarray or CSR of shape (n, d)
         Samples.
     n_clusters : int
         Number of centres.
@@ -309,6 +389,8 @@ def kmeans_plusplus(
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     w = np.asarray(sample_weight, dtype=np.float64)
+    if isinstance(X, CSR):
+        return _kmeans_plusplus_csr(X, n_clusters, w, rng, n_local_trials)
     x_sq = np.einsum("ij,ij->i", X, X)
     indices = np.empty(n_clusters, dtype=np.intp)
     centers = np.empty((n_clusters, d), dtype=np.float64)
@@ -333,6 +415,33 @@ def kmeans_plusplus(
     return centers, indices
 
 
+def _kmeans_plusplus_csr(
+    X: CSR, n_clusters: int, w: F64, rng: np.random.Generator, n_local_trials: int
+) -> tuple[F64, npt.NDArray[np.intp]]:
+    """`kmeans_plusplus` for sparse rows: the same draws, distances from sparse rows."""
+    n, d = X.shape
+    x_sq = X.row_norms_sq()
+    indices = np.empty(n_clusters, dtype=np.intp)
+    centers = np.empty((n_clusters, d), dtype=np.float64)
+
+    def draw(cum: F64, size: int) -> npt.NDArray[np.intp]:
+        picks = np.searchsorted(cum, rng.random(size) * cum[-1], side="right")
+        return np.minimum(picks, n - 1).astype(np.intp)
+
+    first = int(draw(np.cumsum(w), 1)[0])
+    indices[0], centers[0] = first, X[first : first + 1].toarray()[0]
+    closest = squared_distances(X, centers[:1], x_sq)[:, 0]
+    for c in range(1, n_clusters):
+        cum = np.cumsum(w * closest)
+        cand = draw(cum if cum[-1] > 0 else np.cumsum(w), n_local_trials)
+        dist = squared_distances(X, X[cand].toarray(), x_sq).T
+        np.minimum(dist, closest[None, :], out=dist)
+        best = int(np.argmin(dist @ w))
+        closest = dist[best]
+        indices[c], centers[c] = cand[best], X[cand[best : best + 1]].toarray()[0]
+    return centers, indices
+
+
 def seed_centers(
     rows: Rows,
     n_clusters: int,
@@ -340,6 +449,8 @@ def seed_centers(
     n_runs: int,
     rng: np.random.Generator,
     sample_size: int,
+    *,
+    order_free: bool = False,
 ) -> F64:
     """Seed `n_runs` sets of initial centres, each on a uniform sample of the rows.
 
@@ -347,18 +458,32 @@ def seed_centers(
     hence the centres, do not depend on how the rows are chunked. ``"random"`` picks
     distinct samples of positive weight.
 
+    With `order_free`, a seeding on all the rows visits them in a canonical order (by
+    their values, see `canonical_order`) instead of their given order, so that the
+    centres do not depend on the order of the rows, and integer weights give the
+    centres repeated rows would, in any order.
+
     Returns
     -------
     ndarray of shape (n_runs, n_clusters, n_features)
     """
     n = rows.n_samples
     out = np.empty((n_runs, n_clusters, rows.n_features))
+    in_memory = bool(getattr(rows, "in_memory", False))
+    full = sample_size >= n
+    everything: npt.NDArray[np.intp] | None = None
     for r in range(n_runs):
-        if sample_size >= n:
-            idx = np.arange(n)
+        if full:
+            if everything is None:
+                X = getattr(rows, "X", None)
+                everything = canonical_order(X) if order_free and in_memory else np.arange(n)
+            idx = everything
         else:
             idx = np.sort(rng.choice(n, size=sample_size, replace=False))
         Xs, ws = rows.take(idx)
+        if full and order_free and not in_memory:
+            perm = canonical_order(Xs)
+            Xs, ws = Xs[perm], ws[perm]
         if init == "k-means++":
             if ws.sum() <= 0:
                 ws = np.ones_like(ws)
@@ -366,5 +491,5 @@ def seed_centers(
         else:
             positive = np.flatnonzero(ws > 0)
             pool = positive if positive.size >= n_clusters else np.arange(len(ws))
-            out[r] = Xs[rng.permutation(pool)[:n_clusters]]
+            out[r] = dense(Xs[rng.permutation(pool)[:n_clusters]])
     return out

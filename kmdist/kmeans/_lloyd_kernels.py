@@ -16,7 +16,9 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["hamerly_step"]
+from kmdist.kmeans._sparse import CSR
+
+__all__ = ["canonical_order", "hamerly_step", "pairwise_distances"]
 
 # Below this many samples a Lloyd step runs in one thread: a thread hand-off costs more.
 # (342,000 colours, 103 steps: 0.10 s in one thread, 0.067 s in two.)
@@ -94,15 +96,79 @@ def _hamerly_step(
     return searched
 
 
-def hamerly_step(
-    bounds: Any, X: npt.NDArray[np.floating[Any]], centers: npt.NDArray[np.float64]
+@numba.njit(cache=True, nogil=True)
+def _hamerly_step_csr(
+    data: npt.NDArray[np.floating[Any]],
+    indices: npt.NDArray[np.int64],
+    indptr: npt.NDArray[np.int64],
+    x_sq: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    centers: npt.NDArray[np.float64],
+    c_sq: npt.NDArray[np.float64],
+    drift: npt.NDArray[np.float64],
+    max_drift: float,
+    labels: npt.NDArray[np.int32],
+    upper: npt.NDArray[np.float64],
+    lower: npt.NDArray[np.float64],
+    sums: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    sq: npt.NDArray[np.float64],
+    scale: float,
 ) -> int:
+    # `_hamerly_step` for rows in CSR form: a distance is |x|^2 - 2 x.c + |c|^2 over the
+    # row's stored values only, as scikit-learn computes sparse distances.
+    n = indptr.size - 1
+    k = centers.shape[0]
+    searched = 0
+    for i in range(n):
+        old = labels[i]
+        u = upper[i] + drift[old]
+        lo = lower[i] - max_drift
+        if u < lo - (1e-7 * (u + lo + scale) + 1e-12):
+            continue
+        searched += 1
+        best = np.inf
+        second = np.inf
+        new = 0
+        a, b = indptr[i], indptr[i + 1]
+        for j in range(k):
+            dot = 0.0
+            for e in range(a, b):
+                dot += np.float64(data[e]) * centers[j, indices[e]]
+            dist = max(x_sq[i] - 2.0 * dot + c_sq[j], 0.0)
+            if dist < best:
+                second = best
+                best = dist
+                new = j
+            elif dist < second:
+                second = dist
+        upper[i] = math.sqrt(best) - drift[new]
+        lower[i] = math.sqrt(second) + max_drift
+        if new != old:
+            labels[i] = new
+            wi = w[i]
+            for e in range(a, b):
+                wx = np.float64(data[e]) * wi
+                sums[new, indices[e]] += wx
+                if old >= 0:
+                    sums[old, indices[e]] -= wx
+            weights[new] += wi
+            sq[new] += wi * x_sq[i]
+            if old >= 0:
+                weights[old] -= wi
+                sq[old] -= wi * x_sq[i]
+    return searched
+
+
+def hamerly_step(bounds: Any, X: Any, centers: npt.NDArray[np.float64]) -> int:
     """Move Hamerly bounds to new centres in compiled passes; return samples searched.
 
-    Updates `bounds` (a ``kmdist.kmeans._rows._Bounds``) in place: each sample's bounds grow by
-    the centre shifts; a sample whose bounds overlap is searched against every centre,
-    and the cluster moments follow samples that change cluster. Samples labelled -1,
-    with infinite upper bounds, are searched and added to the moments: the first step.
+    `X` is a dense array or a `kmdist.kmeans._sparse.CSR` (whose bounds carry the rows'
+    squared norms, ``x_sq``). Updates `bounds` (a ``kmdist.kmeans._rows._Bounds``) in
+    place: each sample's bounds grow by the centre shifts; a sample whose bounds overlap
+    is searched against every centre, and the cluster moments follow samples that change
+    cluster. Samples labelled -1, with infinite upper bounds, are searched and added to
+    the moments: the first step.
     Large inputs are split over the cores' threads (the kernel releases the GIL), each
     slice with its own moment changes, added up afterwards.
     """
@@ -125,6 +191,28 @@ def hamerly_step(
 
     def run(a: int, b: int, sums: Any, weights: Any, sq: Any) -> int:
         """One pass over samples [a, b), moment changes added to `sums`, `weights`, `sq`."""
+        if isinstance(X, CSR):
+            part = X[a:b]
+            return int(
+                _hamerly_step_csr(
+                    part.data,
+                    part.indices,
+                    part.indptr,
+                    bounds.x_sq[a:b],
+                    bounds.w[a:b],
+                    centers,
+                    np.einsum("ij,ij->i", centers, centers),
+                    bounds.drift,
+                    bounds.max_drift,
+                    bounds.labels[a:b],
+                    bounds.upper[a:b],
+                    bounds.lower[a:b],
+                    sums,
+                    weights,
+                    sq,
+                    scale,
+                )
+            )
         return int(
             _hamerly_step(
                 X[a:b],
@@ -161,3 +249,118 @@ def hamerly_step(
         bounds.weights += weights
         bounds.sq += sq
     return searched
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_keys(
+    X: npt.NDArray[np.floating[Any]], r: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    # x . r summed in column order over the non-zero values only: bit for bit the key
+    # `_csr_row_keys` gives the same row in compressed sparse form.
+    n, d = X.shape
+    out = np.empty(n)
+    for i in range(n):
+        s = 0.0
+        for f in range(d):
+            v = np.float64(X[i, f])
+            if v != 0.0:
+                s += v * r[f]
+        out[i] = s
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _csr_row_keys(
+    data: npt.NDArray[np.floating[Any]],
+    indices: npt.NDArray[np.int64],
+    indptr: npt.NDArray[np.int64],
+    r: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    n = indptr.size - 1
+    out = np.empty(n)
+    for i in range(n):
+        s = 0.0
+        for e in range(indptr[i], indptr[i + 1]):
+            v = np.float64(data[e])
+            if v != 0.0:
+                s += v * r[indices[e]]
+        out[i] = s
+    return out
+
+
+def canonical_order(X: Any) -> npt.NDArray[np.intp]:
+    """Order the rows of `X` by their values only, whatever order they come in.
+
+    Rows are sorted by a fixed random projection of their values, ``x . r`` (`r` drawn
+    from a constant seed for each number of features), so equal rows end up next to each
+    other and distinct rows come in the same order however the input was ordered. A
+    projection, unlike a hash, barely moves when the values do: float32 and float64
+    copies of the same data, or the same rows dense and sparse, come in the same order
+    but for near-ties. Distinct rows with equal keys (a measure-zero event for data
+    that is not built for it) are ordered by their values, exactly. Cost: one pass over
+    the values and one sort of n floats (100,000 rows of 10 features: about 6 ms).
+
+    Parameters
+    ----------
+    X : ndarray or CSR of shape (n, d)
+        Samples.
+
+    Returns
+    -------
+    ndarray of shape (n,)
+        Row indices in canonical order.
+    """
+    d = X.shape[1]
+    r = np.random.default_rng([0x6B6D64, d]).uniform(0.5, 1.5, d)
+    if isinstance(X, CSR):
+        keys = _csr_row_keys(X.data, X.indices, X.indptr, r)
+    else:
+        keys = _row_keys(np.asarray(X), r)
+    order = np.argsort(keys)
+    same = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
+    if same.size:
+        a, b = order[same], order[same + 1]
+        rows_a = X[a].toarray() if isinstance(X, CSR) else X[a]
+        rows_b = X[b].toarray() if isinstance(X, CSR) else X[b]
+        differ = (rows_a != rows_b).any(axis=1)
+        if differ.any():
+            # Distinct rows with equal keys: order the rows of those runs by their values.
+            tied = np.unique(np.concatenate([same[differ], same[differ] + 1]))
+            starts = tied[np.r_[True, np.diff(tied) > 1]]
+            for start in starts:
+                stop = start
+                while stop + 1 < len(order) and keys[order[stop + 1]] == keys[order[start]]:
+                    stop += 1
+                run = order[start : stop + 1]
+                values = X[run].toarray() if isinstance(X, CSR) else np.asarray(X)[run]
+                sub = np.lexsort([values[:, f] for f in range(d - 1, -1, -1)])
+                order[start : stop + 1] = run[sub]
+    return order.astype(np.intp)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pairwise(
+    X: npt.NDArray[np.floating[Any]], centers: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    n, d = X.shape
+    k = centers.shape[0]
+    out = np.empty((n, k))
+    for i in range(n):
+        for j in range(k):
+            s = 0.0
+            for f in range(d):
+                t = X[i, f] - centers[j, f]
+                s += t * t
+            out[i, j] = math.sqrt(s)
+    return out
+
+
+def pairwise_distances(
+    X: npt.NDArray[np.floating[Any]], centers: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Euclidean distances (n, k) computed from differences.
+
+    Exact down to zero, unlike the expansion ``|x|^2 - 2 x.c + |c|^2``: a centre's
+    distance to itself is 0.0.
+    """
+    return _pairwise(X, np.ascontiguousarray(centers, dtype=np.float64))

@@ -5,39 +5,54 @@ Shared by `MiniBatchKMeans` and the palettes of images that are not 8-bit RGB.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from kmdist.kmeans._lloyd import F64, FloatArray, block_stats, seed_centers
-from kmdist.kmeans._rows import ConcatRows, DaskRows, NumpyRows
+from kmdist.kmeans._lloyd import F64, Samples, block_stats, dense, seed_centers
+from kmdist.kmeans._rows import ConcatRows, DaskRows, InMemoryRows, in_memory_rows
 
 __all__ = ["MiniBatchState", "best_seeding", "run_minibatch"]
 
-Rows = NumpyRows | DaskRows | ConcatRows
+Rows = InMemoryRows | DaskRows | ConcatRows
+Log = Callable[[str], None]
+SeedFn = Callable[[Samples, F64], F64]
+"""Seeds centres from a sample and its weights (a callable ``init``)."""
 
 
 def best_seeding(
     rows: Rows,
     n_clusters: int,
-    init: Literal["k-means++", "random"] | F64,
+    init: Literal["k-means++", "random"] | F64 | SeedFn,
     n_runs: int,
     init_size: int,
     rng: np.random.Generator,
+    log: Log | None = None,
 ) -> F64:
     """Seed `n_runs` times on `init_size` random samples; keep the best on a validation set.
 
     As scikit-learn's MiniBatchKMeans: the validation samples are drawn first, and the
-    seeding with the lowest inertia on them wins. Given centres are returned as they are.
+    seeding with the lowest inertia on them wins. Given centres are returned as they are;
+    a callable `init` seeds from each run's sample of `init_size` rows.
     """
-    if not isinstance(init, str):
+    if not isinstance(init, str) and not callable(init):
         return np.asarray(init, dtype=np.float64)
     valid_X, valid_w = rows.take(rng.integers(0, rows.n_samples, init_size))
-    candidates = seed_centers(rows, n_clusters, init, n_runs, rng, init_size)
+    if callable(init):
+        candidates = np.empty((n_runs, n_clusters, rows.n_features))
+        for r in range(n_runs):
+            idx = np.sort(rng.choice(rows.n_samples, size=init_size, replace=False))
+            candidates[r] = init(*rows.take(idx))
+    else:
+        candidates = seed_centers(rows, n_clusters, init, n_runs, rng, init_size)
     if len(candidates) == 1:
         return candidates[0]
     inertia = block_stats(valid_X, valid_w, candidates)[:, :, -1].sum(axis=1)
+    if log is not None:
+        for r, value in enumerate(inertia):
+            log(f"Inertia for init {r + 1}/{n_runs}: {value}")
     return candidates[int(np.argmin(inertia))]
 
 
@@ -52,6 +67,7 @@ def run_minibatch(
     batch_rng: np.random.Generator,
     reassign_rng: np.random.Generator,
     pool_values: int,
+    log: Log | None = None,
 ) -> tuple[F64, int]:
     """Run mini-batch steps until early stopping or `max_steps`.
 
@@ -59,7 +75,8 @@ def run_minibatch(
     pool of batches (about `pool_values` values) at a time, for every kind of rows, so
     the sequence of batches is the same whatever the input type and chunking; for Dask
     input a pool is one gather from the workers. Reassignments draw from their own
-    stream, `reassign_rng`, so they do not shift the batch sequence.
+    stream, `reassign_rng`, so they do not shift the batch sequence. `log` receives
+    scikit-learn's verbose lines (each step's inertia, the reason for stopping).
 
     Returns
     -------
@@ -80,7 +97,15 @@ def run_minibatch(
             shift = float(((new - centers) ** 2).sum()) if tol > 0 else 0.0
             centers = new
             step += 1
-            if state.converged(step, shift, tol, batch_inertia, max_no_improvement):
+            stop = state.converged(step, shift, tol, batch_inertia, max_no_improvement)
+            if log is not None:
+                log(
+                    f"Minibatch step {step}/{max_steps}: mean batch inertia: "
+                    f"{batch_inertia / batch}, ewa inertia: {state.ewa_inertia}"
+                )
+                if stop:
+                    log(f"Converged ({state.stop_reason}) at step {step}/{max_steps}")
+            if stop:
                 return centers, step
     return centers, step
 
@@ -89,8 +114,16 @@ class MiniBatchState:
     """Counts, smoothed inertia and reassignment clock of a mini-batch run."""
 
     def __init__(
-        self, *, counts: F64, batch_size: int, n_samples: int, reassignment_ratio: float
+        self,
+        *,
+        counts: F64,
+        batch_size: int,
+        n_samples: int,
+        reassignment_ratio: float,
+        log: Log | None = None,
     ) -> None:
+        self.log = log
+        self.stop_reason = ""
         self.counts = counts
         self.batch_size = batch_size
         self.n_samples = n_samples
@@ -133,11 +166,9 @@ class MiniBatchState:
         if (~to).any():
             self.counts[to] = self.counts[~to].min()
 
-    def step(
-        self, X: FloatArray, w: F64, centers: F64, rng: np.random.Generator
-    ) -> tuple[F64, float]:
+    def step(self, X: Samples, w: F64, centers: F64, rng: np.random.Generator) -> tuple[F64, float]:
         """One step on an in-memory batch; returns new centres and the batch inertia."""
-        return self.step_rows(NumpyRows(X, w), centers, rng)
+        return self.step_rows(in_memory_rows(X, w), centers, rng)
 
     def step_rows(self, rows: Rows, centers: F64, rng: np.random.Generator) -> tuple[F64, float]:
         """One step whose batch is all of `rows`; returns new centres and batch inertia.
@@ -155,7 +186,9 @@ class MiniBatchState:
                 p = w / w.sum()
                 n_re = min(n_re, int((p > 0).sum()))
                 picks = np.sort(rng.choice(rows.n_samples, size=n_re, replace=False, p=p))
-                new[np.flatnonzero(to)[:n_re]] = rows.take(picks)[0]
+                new[np.flatnonzero(to)[:n_re]] = dense(rows.take(picks)[0])
+                if self.log is not None:
+                    self.log(f"[MiniBatchKMeans] Reassigning {n_re} cluster centers.")
             self._finish_reassign(to)
         return new, float(stats[:, -1].sum())
 
@@ -177,10 +210,14 @@ class MiniBatchState:
             alpha = min(1.0, self.batch_size * 2.0 / (self.n_samples + 1))
             self.ewa_inertia = self.ewa_inertia * (1 - alpha) + batch_inertia * alpha
         if tol > 0 and shift <= tol:
+            self.stop_reason = "small centers change"
             return True
         if self.ewa_min is None or self.ewa_inertia < self.ewa_min:
             self.no_improvement = 0
             self.ewa_min = self.ewa_inertia
         else:
             self.no_improvement += 1
-        return max_no_improvement is not None and self.no_improvement >= max_no_improvement
+        if max_no_improvement is not None and self.no_improvement >= max_no_improvement:
+            self.stop_reason = "lack of improvement in inertia"
+            return True
+        return False

@@ -1,9 +1,10 @@
 """Passes over weighted samples held in NumPy or spread over a Dask array's blocks.
 
-`NumpyRows` and `DaskRows` implement the `kmdist.kmeans._lloyd.Rows` interface. For Dask input
-each pass is one graph: a kernel per block and a tree reduction whose result, a few
-kilobytes of statistics, is all that reaches the client. Samples never do, except those
-explicitly asked for by `take` (seeding samples and mini-batches).
+`NumpyRows`, `SparseRows` and `DaskRows` implement the `kmdist.kmeans._lloyd.Rows`
+interface. For Dask input each pass is one graph: a kernel per block and a tree
+reduction whose result, a few kilobytes of statistics, is all that reaches the client.
+Samples never do, except those explicitly asked for by `take` (seeding samples and
+mini-batches).
 
 A Dask array of any number of dimensions can serve as rows: the last axis holds the
 features and every other axis indexes samples in C order. An image (y, x, c) is thus a
@@ -24,22 +25,39 @@ from dask.delayed import Delayed, delayed
 from kmdist.kmeans._lloyd import (
     F64,
     FloatArray,
+    Samples,
     block_far_points,
     block_stats,
     nearest,
 )
 from kmdist.kmeans._lloyd_kernels import hamerly_step
+from kmdist.kmeans._sparse import CSR
 from kmdist.kmeans._validation import check_finite
 
-__all__ = ["ConcatRows", "DaskRows", "NumpyRows", "assign_blocks", "make_rows", "tree_reduce"]
+__all__ = [
+    "ConcatRows",
+    "DaskRows",
+    "InMemoryRows",
+    "NumpyRows",
+    "SparseRows",
+    "assign_blocks",
+    "in_memory_rows",
+    "make_rows",
+    "tree_reduce",
+]
 
 
-class NumpyRows:
-    """Weighted samples in memory, shape (n, d)."""
+class InMemoryRows:
+    """Weighted samples in memory, shape (n, d): a dense array or sparse rows (`CSR`).
+
+    `NumpyRows` and `SparseRows` narrow the type of `X`; the passes are the same, the
+    kernels they call reading either form.
+    """
 
     in_memory = True
+    X: Samples
 
-    def __init__(self, X: FloatArray, w: F64) -> None:
+    def __init__(self, X: Samples, w: F64) -> None:
         self.X = X
         self.w = w
         self._bounds: _Bounds | None = None
@@ -74,7 +92,7 @@ class NumpyRows:
         """Return the `m` samples farthest from their nearest centre, for each run."""
         return block_far_points(self.X, self.w, centers, m)
 
-    def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
+    def take(self, idx: npt.NDArray[np.intp]) -> tuple[Samples, F64]:
         """Rows `idx` and their weights."""
         return self.X[idx], self.w[idx]
 
@@ -85,6 +103,9 @@ class NumpyRows:
     def weighted_variance(self) -> float:
         """Mean over features of the weighted variance."""
         total = self.w.sum()
+        if isinstance(self.X, CSR):
+            s1, s2 = self.X.weighted_moments(self.w)
+            return float(np.maximum(s2 / total - (s1 / total) ** 2, 0).mean())
         mean = (self.w @ self.X) / total
         return float((self.w @ (self.X - mean) ** 2).mean() / total)
 
@@ -92,6 +113,37 @@ class NumpyRows:
         """Nearest-centre labels and the weighted inertia."""
         labels, dist = nearest(self.X, centers)
         return labels, float(dist @ self.w)
+
+
+class NumpyRows(InMemoryRows):
+    """Weighted samples in a dense in-memory array, shape (n, d)."""
+
+    X: FloatArray
+
+    def __init__(self, X: FloatArray, w: F64) -> None:
+        super().__init__(X, w)
+
+    def take(self, idx: npt.NDArray[np.intp]) -> tuple[FloatArray, F64]:
+        """Rows `idx` and their weights."""
+        return self.X[idx], self.w[idx]
+
+
+class SparseRows(InMemoryRows):
+    """Weighted samples in compressed sparse rows, shape (n, d)."""
+
+    X: CSR
+
+    def __init__(self, X: CSR, w: F64) -> None:
+        super().__init__(X, w)
+
+    def take(self, idx: npt.NDArray[np.intp]) -> tuple[CSR, F64]:
+        """Rows `idx` (sparse) and their weights."""
+        return self.X[idx], self.w[idx]
+
+
+def in_memory_rows(X: Samples, w: F64) -> NumpyRows | SparseRows:
+    """`NumpyRows` or `SparseRows`, whichever holds `X`."""
+    return SparseRows(X, w) if isinstance(X, CSR) else NumpyRows(X, w)
 
 
 class _Bounds:
@@ -103,8 +155,10 @@ class _Bounds:
     iteration then costs O(n) cheap bound updates instead of O(n k d) distances.
     """
 
-    def __init__(self, X: FloatArray, w: F64, centers: F64) -> None:
+    def __init__(self, X: Samples, w: F64, centers: F64) -> None:
         n = X.shape[0]
+        # Sparse rows: their squared norms, for |x|^2 - 2 x.c + |c|^2.
+        self.x_sq = X.row_norms_sq() if isinstance(X, CSR) else None
         self.k = centers.shape[0]
         self.centers = centers.copy()
         self.w = w
@@ -122,7 +176,7 @@ class _Bounds:
         self.sq = np.zeros(self.k)
         hamerly_step(self, X, centers)
 
-    def move(self, X: FloatArray, centers: F64) -> None:
+    def move(self, X: Samples, centers: F64) -> None:
         """Update for new centres; re-search only samples the bounds cannot settle."""
         if self.k > 1:  # one centre: every label is 0, and the lower bound is infinite
             hamerly_step(self, X, centers)
@@ -378,8 +432,8 @@ def _far_blocks(blocks: Sequence[tuple[Delayed, Delayed | None]], centers: F64, 
     return np.take_along_axis(merged, order[:, :, None], axis=1)
 
 
-def make_rows(X: Any, w: Any) -> NumpyRows | DaskRows:
+def make_rows(X: Any, w: Any) -> NumpyRows | SparseRows | DaskRows:
     """Wrap validated samples and weights in the matching `Rows` implementation."""
     if isinstance(X, da.Array):
         return DaskRows(X, w)
-    return NumpyRows(X, w)
+    return in_memory_rows(X, w)

@@ -7,22 +7,27 @@ expects scikit-learn's errors gets the same ones from kmdist.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
+from kmdist.kmeans._sparse import CSR, from_scipy, is_sparse
+
 __all__ = [
     "Array",
     "check_array",
+    "check_feature_names",
     "check_random_state",
     "check_sample_weight",
+    "feature_names",
     "is_dask",
 ]
 
-Array = np.ndarray[Any, Any] | da.Array
-"""A NumPy or Dask array."""
+Array = np.ndarray[Any, Any] | da.Array | CSR
+"""A NumPy or Dask array, or sparse rows."""
 
 
 def is_dask(x: object) -> bool:
@@ -50,12 +55,12 @@ def _float_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     return np.dtype(dtype) if dtype in (np.float32, np.float64) else np.dtype(np.float64)
 
 
-def check_array(X: Any, *, estimator: str, min_samples: int = 1) -> Array:
+def check_array(X: Any, *, estimator: str, min_samples: int = 1, order_c: bool = False) -> Array:
     """Validate a 2-D sample matrix and convert it to float32 or float64.
 
     NumPy-like input is checked eagerly, including NaN and infinity. Dask input stays
     lazy: its shape and dtype are checked here and its values on the workers during the
-    first pass over the data.
+    first pass over the data. SciPy sparse input (any format) becomes `CSR`.
 
     Parameters
     ----------
@@ -65,10 +70,13 @@ def check_array(X: Any, *, estimator: str, min_samples: int = 1) -> Array:
         Name used in error messages.
     min_samples : int, default=1
         Fewest samples accepted.
+    order_c : bool, default=False
+        Copy dense NumPy input that is not C-contiguous into C order (the kernels read
+        a sample's features together).
 
     Returns
     -------
-    numpy.ndarray or dask.array.Array
+    numpy.ndarray, dask.array.Array or CSR
         `X` as a float32 array if it was float32, float64 otherwise. Dask input is
         rechunked to a single chunk along the features.
 
@@ -76,23 +84,43 @@ def check_array(X: Any, *, estimator: str, min_samples: int = 1) -> Array:
     ------
     ValueError
         If `X` is not 2-D, is empty, is complex, or holds NaN or infinity.
+    TypeError
+        If `X` is a Dask array of sparse blocks.
     """
     if is_dask(X):
         return _check_dask(X, estimator=estimator, min_samples=min_samples)
-    if hasattr(X, "toarray") or hasattr(X, "tocsr"):
-        raise TypeError(f"{estimator} does not accept sparse input; convert it to a dense array")
+    if isinstance(X, CSR):
+        return X
+    if is_sparse(X):
+        return _check_sparse(X, estimator=estimator, min_samples=min_samples)
     arr = np.asarray(X)
     if np.iscomplexobj(arr):
         raise ValueError("Complex data not supported")
     arr = arr.astype(_float_dtype(arr.dtype), copy=False)
+    if order_c and not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
     _check_shape(arr.shape, X=arr, estimator=estimator, min_samples=min_samples)
     check_finite(arr)
     return arr
 
 
+def _check_sparse(X: Any, *, estimator: str, min_samples: int) -> CSR:
+    if np.issubdtype(X.dtype, np.complexfloating):
+        raise ValueError("Complex data not supported")
+    _check_shape(X.shape, X=None, estimator=estimator, min_samples=min_samples)
+    csr = from_scipy(X, _float_dtype(X.dtype))
+    check_finite(csr.data)
+    return csr
+
+
 def _check_dask(X: da.Array, *, estimator: str, min_samples: int) -> da.Array:
     if np.issubdtype(X.dtype, np.complexfloating):
         raise ValueError("Complex data not supported")
+    if is_sparse(getattr(X, "_meta", None)):
+        raise TypeError(
+            f"{estimator} does not accept Dask arrays of sparse blocks; pass the SciPy "
+            "sparse matrix itself, or dense blocks (X.map_blocks(lambda b: b.toarray()))"
+        )
     if X.ndim and any(np.isnan(c) for c in X.chunks[0]):
         raise ValueError(
             f"X has unknown chunk sizes; call X.compute_chunk_sizes() before fitting {estimator}"
@@ -139,7 +167,66 @@ def check_finite(X: npt.NDArray[np.floating[Any]], name: str = "X") -> None:
             )
 
 
-def check_sample_weight(sample_weight: Any, X: Array) -> Array:
+def feature_names(X: Any) -> npt.NDArray[np.object_] | None:
+    """Return the column names of a DataFrame-like `X` if all are strings, else None.
+
+    As scikit-learn: names that mix strings with other types raise a TypeError.
+    """
+    columns = getattr(X, "columns", None)
+    if columns is None or is_dask(X):
+        return None
+    names = np.asarray(columns, dtype=object)
+    kinds = {type(name) for name in names}
+    if len(kinds) > 1 and str in kinds:
+        raise TypeError(
+            "Feature names are only supported if all input features have string names, "
+            f"but your input has {sorted(t.__name__ for t in kinds)} as feature name / "
+            "column name types. If you want feature names to be stored and validated, "
+            "you must convert them all to strings, by using X.columns = "
+            "X.columns.astype(str) for example. Otherwise you can remove feature / "
+            "column names from your input data, or convert them all to a non-string "
+            "data type."
+        )
+    return names if kinds == {str} else None
+
+
+def check_feature_names(fitted: npt.NDArray[np.object_] | None, X: Any, estimator: str) -> None:
+    """Compare the feature names of `X` with those seen in fit, as scikit-learn does.
+
+    Warns when only one of the two has names; raises ValueError when both have names
+    and they differ.
+    """
+    names = feature_names(X)
+    if fitted is None and names is None:
+        return
+    if names is None:
+        warnings.warn(
+            f"X does not have valid feature names, but {estimator} was fitted with feature names",
+            UserWarning,
+            stacklevel=4,
+        )
+        return
+    if fitted is None:
+        warnings.warn(
+            f"X has feature names, but {estimator} was fitted without feature names",
+            UserWarning,
+            stacklevel=4,
+        )
+        return
+    if len(fitted) != len(names) or (fitted != names).any():
+        unseen = sorted(set(names) - set(fitted))
+        missing = sorted(set(fitted) - set(names))
+        message = "The feature names should match those that were passed during fit.\n"
+        if unseen:
+            message += f"Feature names unseen at fit time:\n- {unseen}\n"
+        if missing:
+            message += f"Feature names seen at fit time, yet now missing:\n- {missing}\n"
+        if not unseen and not missing:
+            message += "Feature names must be in the same order as they were in fit.\n"
+        raise ValueError(message)
+
+
+def check_sample_weight(sample_weight: Any, X: Array) -> np.ndarray[Any, Any] | da.Array:
     """Validate sample weights for `X`; ``None`` means a weight of one for every sample.
 
     Returns a float64 array of shape (n_samples,), chunked like `X`'s rows when `X` is a

@@ -130,12 +130,16 @@ def test_lloyd_matches_sklearn_from_same_init(digits, rng):
     assert ours.inertia_ == pytest.approx(theirs.inertia_, rel=1e-9)
 
 
-def test_float32_kept_in_predict_and_centres_float64(blobs):
+def test_float32_kept_in_centres_transform_and_predict(blobs):
+    # scikit-learn's dtype: float32 input gives float32 centres (computed in float64).
     X = blobs[0].astype(np.float32)
     km = KMeans(4, random_state=0).fit(X)
-    assert km.cluster_centers_.dtype == np.float64
+    assert km.cluster_centers_.dtype == np.float32
     assert km.transform(X).dtype == np.float32
     assert km.predict(X).dtype == np.int32
+    ref = KMeans(4, random_state=0).fit(blobs[0])
+    assert_allclose(km.cluster_centers_, ref.cluster_centers_, rtol=1e-5)
+    assert_array_equal(km.labels_, ref.labels_)
 
 
 def test_restarts_keep_lowest_inertia(digits):
