@@ -1,8 +1,6 @@
-"""Palette values, JSON, and learn_palette (exact and mini-batch)."""
+"""learn_palette and palette_from_histogram (kmdist.palette._learn): exact and mini-batch."""
 
 from __future__ import annotations
-
-import warnings
 
 import dask
 import dask.array as da
@@ -12,54 +10,10 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.cluster import KMeans as SkKMeans
 from sklearn.datasets import load_sample_image
 
-from kmdist.palette._assign import segment
-from kmdist.palette._learn import FewerColorsWarning, learn_palette
-from kmdist.palette._palette import Palette, PaletteError
-
-
-@pytest.fixture(scope="module")
-def china():
-    return load_sample_image("china.jpg")
-
-
-@pytest.fixture(scope="module")
-def small_china(china):
-    return np.ascontiguousarray(china[::8, ::8])  # 54 x 80
-
-
-def test_palette_json_round_trip(tmp_path):
-    p = Palette(np.array([[1.5, 2, 3], [4, 5, 6]]), np.array([5, 2]), 12.0, seed=3, method="exact")
-    p.save(tmp_path / "p.json")
-    q = Palette.load(tmp_path / "p.json")
-    assert q == p and q.seed == 3 and q.k == 2 and q.n_clusters == 2
-    assert_array_equal(q.colors_as(), [[2, 2, 3], [4, 5, 6]])
-    with pytest.raises(ValueError, match="read-only"):
-        q.colors[0, 0] = 9
-
-
-@pytest.mark.parametrize(
-    ("data", "message"),
-    [
-        ("[1, 2]", "must be a JSON object"),
-        ('{"colors": [[1, 2, 3]]}', r"missing \['counts', 'inertia'\]"),
-        ('{"colors": [[1, 2, 3]], "counts": [1], "inertia": 0, "evil": 1}', "unknown fields"),
-        ('{"colors": [[1, 2, 3]], "counts": [1, 2], "inertia": 0}', "counts must have shape"),
-        ('{"colors": [[1, 2, 300]], "counts": [1], "inertia": 0}', "outside the uint8 range"),
-        ('{"colors": [[1, 2, 3]], "counts": [-1], "inertia": 0}', "non-negative"),
-        ('{"colors": [[1, 2, 3], [1, 1, 1]], "counts": [1, 5], "inertia": 0}', "sorted by count"),
-        ('{"colors": [["a", 2, 3]], "counts": [1], "inertia": 0}', "not numeric"),
-        ('{"colors": [[1, 2, 3]], "counts": [1], "inertia": NaN}', "finite"),
-        (
-            '{"colors": [[1, 2, 3]], "counts": [1], "inertia": 0, "color_space": "hsv"}',
-            "color_space",
-        ),
-        ('{"colors": [[1, 2, 3]], "counts": [1.5], "inertia": 0}', "whole numbers"),
-        ("{not json", "not valid JSON"),
-    ],
-)
-def test_palette_json_validated(data, message):
-    with pytest.raises(PaletteError, match=message):
-        Palette.from_json(data)
+from kmdist.kmeans import _lloyd_kernels
+from kmdist.palette._assign import segment, unpack_rgb8
+from kmdist.palette._histogram import chunk_histogram
+from kmdist.palette._learn import FewerColorsWarning, learn_palette, palette_from_histogram
 
 
 def test_exact_palette_beats_sklearn_n_init_10_on_china(china):
@@ -112,33 +66,6 @@ def test_seed_segmentations(small_china, k):
     assert pal.k == k and labels.dtype == np.uint8
     assert set(np.unique(labels)) == set(range(k))
     assert_array_equal(np.bincount(labels.ravel(), minlength=k), pal.counts)
-
-
-@pytest.mark.parametrize("color_space", ["rgb", "lab"])
-def test_labels_do_not_depend_on_chunking(small_china, color_space):
-    ref_pal = learn_palette(small_china, 8, color_space=color_space)
-    ref = segment(da.from_array(small_china), ref_pal).compute()
-    for chunks in [(7, 11, 3), (54, 1, 3), (13, 80, 3)]:
-        pal = learn_palette(da.from_array(small_china, chunks=chunks), 8, color_space=color_space)
-        assert pal == ref_pal
-        assert_array_equal(segment(da.from_array(small_china, chunks=chunks), pal).compute(), ref)
-
-
-@pytest.mark.slow
-def test_labels_same_on_one_and_two_workers(small_china):
-    from distributed import Client, LocalCluster
-
-    results = []
-    for workers in (1, 2):
-        with (
-            LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=":0") as c,
-            Client(c),
-        ):
-            img = da.from_array(small_china, chunks=(10, 17, 3))
-            pal = learn_palette(img, 8)
-            results.append((pal, segment(img, pal).compute()))
-    assert results[0][0] == results[1][0]
-    assert_array_equal(results[0][1], results[1][1])
 
 
 def test_lab_palette_reported_in_rgb(small_china):
@@ -203,9 +130,60 @@ def test_exact_needs_rgb8_and_lab_needs_3_channels():
         learn_palette(np.zeros((4, 4, 1), np.uint8), 2, color_space="lab")
 
 
-def test_more_than_256_colours_gives_uint16_labels(rng):
-    img = rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        pal = learn_palette(img, 300, n_init=1, max_iter=5)
-    assert segment(da.from_array(img), pal).dtype == np.uint16
+def test_threaded_lloyd_equals_single_thread(monkeypatch, rng):
+    # Large histograms split each Lloyd step over threads, each slice with its own
+    # moment changes; the palette must be the one a single thread finds.
+
+    img = rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8)
+    hist = chunk_histogram(img)
+    monkeypatch.setattr(_lloyd_kernels, "_PARALLEL_ABOVE", 1 << 40)
+    one = palette_from_histogram(hist, 8)
+    monkeypatch.setattr(_lloyd_kernels, "_PARALLEL_ABOVE", 1 << 10)
+    monkeypatch.setattr(_lloyd_kernels, "_threads", lambda: 3)
+    many = palette_from_histogram(hist, 8)
+    assert_array_equal(many.counts, one.counts)
+    np.testing.assert_allclose(many.colors, one.colors, rtol=1e-9)
+    np.testing.assert_allclose(many.inertia, one.inertia, rtol=1e-9)
+
+
+@pytest.mark.parametrize(("n", "bits"), [(70_000, 4), (600_000, 7), (70_000, 7), (300, 6)])
+def test_coarse_bins_by_counting_equal_bins_by_sorting(rng, n, bits):
+    # Many colours are binned by counting into every bin, few by sorting their keys;
+    # either way each bin is its colours' weighted mean, bins in key order.
+    from kmdist.kmeans._rows import NumpyRows
+    from kmdist.palette._learn import _coarse_rows
+
+    codes = np.unique(rng.integers(0, 1 << 24, n).astype(np.uint32))
+    shift = 8 - bits
+    rgb = unpack_rgb8(codes).astype(np.int64) >> shift
+    key = (rgb[:, 0] << (2 * bits)) | (rgb[:, 1] << bits) | rgb[:, 2]
+    w = rng.integers(1, 50, codes.size).astype(np.float64)
+    w[::7] = 0  # colours of weight 0
+    w[key == key[0]] = 0  # and a bin of only such colours, which has no mean
+    X = unpack_rgb8(codes).astype(np.float64)
+    got = _coarse_rows(NumpyRows(X, w), codes, bits=bits)
+    bins, inverse = np.unique(key, return_inverse=True)
+    want_w = np.bincount(inverse, weights=w)
+    want_X = np.stack([np.bincount(inverse, weights=w * X[:, j]) for j in range(3)], 1)
+    keep = want_w > 0
+    want_w, want_X = want_w[keep], want_X[keep]
+    assert got.n_samples == keep.sum() < bins.size
+    assert_array_equal(got.w, want_w)
+    np.testing.assert_allclose(got.X, want_X / want_w[:, None], rtol=1e-12)
+
+
+def test_palette_does_not_depend_on_the_number_of_cores(monkeypatch, rng):
+    # Large histograms split each Lloyd step into slices whose moments are added up;
+    # the slices depend on the data only, so any machine finds the same palette bits.
+
+    hist = chunk_histogram(rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8))
+    monkeypatch.setattr(_lloyd_kernels, "_PARALLEL_ABOVE", 1 << 12)
+    palettes = []
+    for threads in (1, 2, 3):
+        monkeypatch.setattr(_lloyd_kernels, "_threads", lambda n=threads: n)
+        monkeypatch.setattr(_lloyd_kernels, "_pool", None)  # a pool of that many threads
+        # In Lab the features are not integers, so the order of the sums shows.
+        palettes.append(palette_from_histogram(hist, 8, color_space="lab"))
+    for other in palettes[1:]:
+        assert_array_equal(other.colors, palettes[0].colors)
+        assert other.inertia == palettes[0].inertia
