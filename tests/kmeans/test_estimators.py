@@ -396,3 +396,59 @@ def test_minibatch_stops_early_unless_disabled(blobs):
     assert early.n_steps_ < n_max and by_tol.n_steps_ < n_max
     assert never.n_steps_ == n_max
     assert early.inertia_ <= 1.05 * never.inertia_
+
+
+# --- scikit-learn's remaining parameters (issue 16) --------------------------------
+
+
+@pytest.mark.parametrize("Est", ESTIMATORS)
+def test_feature_names_in_and_out(Est, blobs):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(blobs[0], columns=["a", "b"])
+    est = Est(4, random_state=0).fit(df)
+    assert list(est.feature_names_in_) == ["a", "b"]
+    prefix = Est.__name__.lower()
+    assert list(est.get_feature_names_out()) == [f"{prefix}{i}" for i in range(4)]
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        est.predict(blobs[0])
+    with pytest.raises(ValueError, match="feature names should match"):
+        est.predict(df.rename(columns={"a": "z"}))
+    est.fit(blobs[0])
+    assert not hasattr(est, "feature_names_in_")
+
+
+@pytest.mark.parametrize("Est", ESTIMATORS)
+def test_callable_init_gets_data_k_and_a_random_state(Est, blobs):
+    seen = []
+
+    def init(X, k, random_state):
+        seen.append((X.shape[1], k, type(random_state)))
+        return X[:k] + random_state.uniform(size=(k, X.shape[1])) * 1e-3
+
+    est = Est(4, init=init, n_init=2, random_state=0).fit(blobs[0])
+    assert seen == [(2, 4, np.random.RandomState)] * 2
+    assert est._n_init == 2
+    assert Est(4, init=init, random_state=0).fit(blobs[0])._n_init == (10 if Est is KMeans else 3)
+
+
+def test_copy_x_keeps_fortran_input_unchanged(blobs):
+    X = np.asfortranarray(blobs[0])
+    before = X.copy()
+    a = KMeans(4, random_state=0, copy_x=False).fit(X)
+    b = KMeans(4, random_state=0).fit(X)
+    assert_array_equal(X, before)
+    assert_array_equal(a.labels_, b.labels_)
+    assert_allclose(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_minibatch_init_size_below_k_warns(blobs):
+    with pytest.warns(RuntimeWarning, match=r"init_size=2 should be larger than n_clusters=4"):
+        mb = MiniBatchKMeans(4, init_size=2, random_state=0).fit(blobs[0])
+    assert mb._init_size == 12
+
+
+def test_minibatch_verbose(blobs, capsys):
+    MiniBatchKMeans(4, random_state=0, verbose=1, n_init=3, init="random").fit(blobs[0])
+    out = capsys.readouterr().out
+    assert "Minibatch step 1/" in out and "Inertia for init 1/3" in out
+    assert "Converged (lack of improvement in inertia)" in out
