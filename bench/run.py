@@ -8,7 +8,8 @@ bench/results/report-quick.md and leaves the docs alone.
 
 Each benchmark runs as its own process, and within it every peer runs on the same data
 in the same run: see bench/palette.py, bench/end_to_end.py, bench/archive.py and
-bench/gigapixel.py for what each measures.
+bench/gigapixel.py for what each measures. bench/estimators.py (KMeans and
+MiniBatchKMeans beside scikit-learn's) prints its own table; docs/benchmarks.md quotes it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from common import RESULTS, ROOT, python
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "images" / "benchmarks.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-BENCHES = ("palette", "end_to_end", "archive", "memory", "scaling")
+BENCHES = ("palette", "end_to_end", "archive", "memory", "scaling", "estimators")
 
 
 def _command(name: str, quick: bool, work: Path, cap: float) -> list[str] | None:
@@ -38,7 +39,7 @@ def _command(name: str, quick: bool, work: Path, cap: float) -> list[str] | None
             cmd += ["--side", "16384", "--workers", "1", "--save", "scaling"]
         return cmd
     cmd = [python(), str(here / f"{name}.py")]
-    if name != "palette":
+    if name not in ("palette", "estimators"):
         cmd += ["--work", str(work), "--cap", str(cap)]
     return [*cmd, "--quick"] if quick else cmd
 

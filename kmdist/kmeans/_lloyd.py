@@ -348,6 +348,7 @@ def kmeans_plusplus(
     sample_weight: F64,
     rng: np.random.Generator,
     n_local_trials: int | None = None,
+    order: npt.NDArray[np.intp] | None = None,
 ) -> tuple[F64, npt.NDArray[np.intp]]:
     """Greedy weighted k-means++ seeding (Arthur and Vassilvitskii, 2007).
 
@@ -369,6 +370,10 @@ def kmeans_plusplus(
         Source of randomness.
     n_local_trials : int, optional
         Candidates per step; ``2 + int(log(k))`` by default.
+    order : ndarray of shape (n,), optional
+        Invert the cumulative weights over the rows in this order instead of their own
+        (see `kmdist.kmeans._lloyd_kernels.canonical_order`); only the weights are
+        permuted, never `X`.
 
     Returns
     -------
@@ -385,28 +390,21 @@ def kmeans_plusplus(
     >>> sorted(int(c) for c in centers[:, 0])
     [0, 10]
     """
-    n, d = X.shape
+    d = X.shape[1]
     if n_local_trials is None:
         n_local_trials = 2 + int(np.log(n_clusters))
     w = np.asarray(sample_weight, dtype=np.float64)
+    draw = _drawer(rng, w, order)
     if isinstance(X, CSR):
-        return _kmeans_plusplus_csr(X, n_clusters, w, rng, n_local_trials)
+        return _kmeans_plusplus_csr(X, n_clusters, w, draw, n_local_trials)
     x_sq = np.einsum("ij,ij->i", X, X)
     indices = np.empty(n_clusters, dtype=np.intp)
     centers = np.empty((n_clusters, d), dtype=np.float64)
-
-    def draw(cum: F64, size: int) -> npt.NDArray[np.intp]:
-        picks = np.searchsorted(cum, rng.random(size) * cum[-1], side="right")
-        return np.minimum(picks, n - 1).astype(np.intp)
-
-    first = int(draw(np.cumsum(w), 1)[0])
+    first = int(draw(w, 1)[0])
     indices[0], centers[0] = first, X[first]
     closest = squared_distances(X, X[first : first + 1], x_sq)[:, 0].astype(np.float64)
     for c in range(1, n_clusters):
-        cum = np.cumsum(w * closest)
-        # cum[-1] == 0: every sample sits on a chosen centre (fewer distinct points than
-        # k), so draw by weight alone.
-        cand = draw(cum if cum[-1] > 0 else np.cumsum(w), n_local_trials)
+        cand = draw(w * closest, n_local_trials)
         dist = squared_distances(X[cand], X, x_sq[cand]).astype(np.float64)
         np.minimum(dist, closest[None, :], out=dist)
         best = int(np.argmin(dist @ w))
@@ -415,25 +413,45 @@ def kmeans_plusplus(
     return centers, indices
 
 
+def _drawer(
+    rng: np.random.Generator, w: F64, order: npt.NDArray[np.intp] | None
+) -> Callable[[F64, int], npt.NDArray[np.intp]]:
+    """Draw row indices with probability proportional to `p`, or to `w` if p sums to 0.
+
+    Inverts the cumulative sums of `p` over the rows in `order` (their own by default),
+    so that the rows drawn depend on that order only.
+    """
+    n = w.shape[0]
+
+    def draw(p: F64, size: int) -> npt.NDArray[np.intp]:
+        cum = np.cumsum(p if order is None else p[order])
+        if cum[-1] <= 0:
+            # Every sample sits on a chosen centre (fewer distinct points than k).
+            cum = np.cumsum(w if order is None else w[order])
+        picks = np.searchsorted(cum, rng.random(size) * cum[-1], side="right")
+        picks = np.minimum(picks, n - 1)
+        return (picks if order is None else order[picks]).astype(np.intp)
+
+    return draw
+
+
 def _kmeans_plusplus_csr(
-    X: CSR, n_clusters: int, w: F64, rng: np.random.Generator, n_local_trials: int
+    X: CSR,
+    n_clusters: int,
+    w: F64,
+    draw: Callable[[F64, int], npt.NDArray[np.intp]],
+    n_local_trials: int,
 ) -> tuple[F64, npt.NDArray[np.intp]]:
     """`kmeans_plusplus` for sparse rows: the same draws, distances from sparse rows."""
-    n, d = X.shape
+    d = X.shape[1]
     x_sq = X.row_norms_sq()
     indices = np.empty(n_clusters, dtype=np.intp)
     centers = np.empty((n_clusters, d), dtype=np.float64)
-
-    def draw(cum: F64, size: int) -> npt.NDArray[np.intp]:
-        picks = np.searchsorted(cum, rng.random(size) * cum[-1], side="right")
-        return np.minimum(picks, n - 1).astype(np.intp)
-
-    first = int(draw(np.cumsum(w), 1)[0])
+    first = int(draw(w, 1)[0])
     indices[0], centers[0] = first, X[first : first + 1].toarray()[0]
     closest = squared_distances(X, centers[:1], x_sq)[:, 0]
     for c in range(1, n_clusters):
-        cum = np.cumsum(w * closest)
-        cand = draw(cum if cum[-1] > 0 else np.cumsum(w), n_local_trials)
+        cand = draw(w * closest, n_local_trials)
         dist = squared_distances(X, X[cand].toarray(), x_sq).T
         np.minimum(dist, closest[None, :], out=dist)
         best = int(np.argmin(dist @ w))
@@ -469,27 +487,31 @@ def seed_centers(
     """
     n = rows.n_samples
     out = np.empty((n_runs, n_clusters, rows.n_features))
-    in_memory = bool(getattr(rows, "in_memory", False))
     full = sample_size >= n
-    everything: npt.NDArray[np.intp] | None = None
+    everything: tuple[Samples, F64] | None = None
+    order: npt.NDArray[np.intp] | None = None
     for r in range(n_runs):
-        if full:
+        if full and order_free:
             if everything is None:
-                X = getattr(rows, "X", None)
-                everything = canonical_order(X) if order_free and in_memory else np.arange(n)
-            idx = everything
+                # All rows, in place for in-memory rows (no copy), and their order.
+                everything = (
+                    (rows.X, rows.w)  # type: ignore[attr-defined]
+                    if getattr(rows, "in_memory", False)
+                    else rows.take(np.arange(n))
+                )
+                order = canonical_order(everything[0])
+            Xs, ws = everything
         else:
-            idx = np.sort(rng.choice(n, size=sample_size, replace=False))
-        Xs, ws = rows.take(idx)
-        if full and order_free and not in_memory:
-            perm = canonical_order(Xs)
-            Xs, ws = Xs[perm], ws[perm]
+            idx = np.arange(n) if full else np.sort(rng.choice(n, size=sample_size, replace=False))
+            Xs, ws = rows.take(idx)
         if init == "k-means++":
             if ws.sum() <= 0:
                 ws = np.ones_like(ws)
-            out[r] = kmeans_plusplus(Xs, n_clusters, sample_weight=ws, rng=rng)[0]
+            out[r] = kmeans_plusplus(Xs, n_clusters, sample_weight=ws, rng=rng, order=order)[0]
         else:
             positive = np.flatnonzero(ws > 0)
+            if order is not None:
+                positive = order[ws[order] > 0]
             pool = positive if positive.size >= n_clusters else np.arange(len(ws))
             out[r] = dense(Xs[rng.permutation(pool)[:n_clusters]])
     return out
