@@ -403,9 +403,16 @@ def kmeans_plusplus(
     first = int(draw(w, 1)[0])
     indices[0], centers[0] = first, X[first]
     closest = squared_distances(X, X[first : first + 1], x_sq)[:, 0].astype(np.float64)
+    # squared_distances(X[cand], X, x_sq[cand]) with its two passes over X hoisted out
+    # of the loop: -2 X and |X|^2 (= x_sq) are the same every step. Same bits.
+    minus_2x_t = (-2.0 * X).T
     for c in range(1, n_clusters):
         cand = draw(w * closest, n_local_trials)
-        dist = squared_distances(X[cand], X, x_sq[cand]).astype(np.float64)
+        d = X[cand] @ minus_2x_t
+        d += x_sq[None, :]
+        d += x_sq[cand][:, None]
+        np.maximum(d, 0, out=d)
+        dist = d.astype(np.float64)
         np.minimum(dist, closest[None, :], out=dist)
         best = int(np.argmin(dist @ w))
         closest = dist[best]
