@@ -115,7 +115,7 @@ def io_floor(src: Path, out: Path) -> None:
 
         from kmdist import Palette
         from kmdist.pipeline._image import _held
-        from kmdist.store._write import level_writes as _level_writes
+        from kmdist.store._write import level_arrays
 
         client()
         # Held in the workers' memory exactly when kmdist holds it: then read once.
@@ -124,13 +124,19 @@ def io_floor(src: Path, out: Path) -> None:
         img.map_blocks(_touch, chunks=(1, 1, 1), dtype=np.uint8).compute()
         # Second read, written as kmdist writes level 0: the first channel stands in
         # for the labels (uint8 as for k <= 256) and the pixels for the recoloured image.
-        root = zarr.open_group(str(out), mode="w")
-        image_group = root.create_group("image")
-        seg_group = image_group.create_group("segmentation")
+        zarr.open_group(str(out), mode="w")
         palette = Palette(colors=np.zeros((K, 3)), counts=np.ones(K, dtype=np.int64), inertia=0.0)
         labels = img[..., 0]
-        _, targets = _level_writes(image_group, seg_group, "0", labels, palette, (CHUNK, CHUNK))
-        label_target, image_target = targets
+        shape = (int(labels.shape[0]), int(labels.shape[1]))
+        label_target, image_target = level_arrays(
+            zarr.storage.LocalStore(str(out)),
+            "image/segmentation/0",
+            "image/0",
+            shape,
+            (CHUNK, CHUNK),
+            palette,
+        )
+        targets = [label_target, image_target]
         sources = [
             labels.rechunk(label_target.shards or label_target.chunks),
             img.transpose(2, 0, 1).rechunk(image_target.shards or image_target.chunks),

@@ -146,6 +146,7 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    _S3_LOG[:] = [log_path]
     log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -186,6 +187,16 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+# The S3 server's log: one line per request it answered (see `s3_log`).
+_S3_LOG: list[Path] = []
+
+
+@pytest.fixture
+def s3_log(s3_endpoint: str) -> Path:
+    """The test S3 server's log, a line per request it answered: counts requests."""
+    return _S3_LOG[0]
 
 
 @pytest.fixture

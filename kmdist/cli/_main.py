@@ -1,6 +1,7 @@
 """The ``kmdist`` command: ``segment``, ``info`` and ``demo``.
 
-Exit codes: 0 when every image succeeded, 1 when any image failed, 2 for bad usage.
+Exit codes: 0 when every image succeeded, 1 when any image failed (or the store cannot
+be read), 2 for bad usage; `kmdist info` exits 3 when any image of the store is incomplete.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
+
+# `kmdist info`'s exit code when any image of the store is incomplete.
+_INCOMPLETE = 3
 
 
 def _swatches(palette: Any, limit: int = 16) -> str:
@@ -128,28 +132,40 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from kmdist.store._errors import OutputError
-    from kmdist.store._read import list_segmentations
+    from kmdist.store._read import iter_segmentations
 
+    complete, incomplete, shown = 0, [], 0
     try:
-        infos = list_segmentations(args.store)
+        # Printed as the store is read: a store of 100,000 images answers at once.
+        for info in iter_segmentations(args.store):
+            if not info.complete:
+                incomplete.append(info.name)
+                if not args.summary:
+                    print(f"{info.name}: INCOMPLETE (an interrupted run; --resume finishes it)")
+                continue
+            complete += 1
+            if args.summary:
+                continue
+            shape = "x".join(str(s) for s in info.shape) if info.shape else "?"
+            print(
+                f"{info.name}: {shape}, k={info.k}, inertia {info.inertia:.6g}, from {info.source}"
+            )
+            if info.palette is not None:
+                print(f"    palette: {_swatches(info.palette)}")
+            shown += 1
     except OutputError as exc:
         print(f"kmdist info: error: {exc}", file=sys.stderr)
         return 1
-    if not infos:
+    if not complete and not incomplete:
         print(f"{args.store}: no images")
         return 0
-    incomplete = 0
-    for info in infos:
-        if not info.complete:
-            incomplete += 1
-            print(f"{info.name}: INCOMPLETE (an interrupted run; rerun to finish it)")
-            continue
-        shape = "x".join(str(s) for s in info.shape) if info.shape else "?"
-        pal = info.palette
-        print(f"{info.name}: {shape}, k={info.k}, inertia {info.inertia:.6g}, from {info.source}")
-        if pal is not None:
-            print(f"    palette: {_swatches(pal)}")
-    return 1 if incomplete else 0
+    if args.summary or incomplete:
+        print(f"{args.store}: {complete} complete, {len(incomplete)} incomplete")
+    if args.summary and incomplete:
+        print("incomplete: " + ", ".join(incomplete))
+    if incomplete:
+        print("rerun `kmdist segment` on the same inputs with --resume to finish them")
+    return _INCOMPLETE if incomplete else 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -246,6 +262,11 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="list the images of an output store")
     info.add_argument("store")
+    info.add_argument(
+        "--summary",
+        action="store_true",
+        help="counts and the names of incomplete images instead of a line per image",
+    )
     info.set_defaults(func=_info)
 
     demo = sub.add_parser(

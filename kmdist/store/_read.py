@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import zarr
-from zarr.errors import ZarrUserWarning
 
 from kmdist.palette._palette import Palette, PaletteError
 from kmdist.store._errors import OutputError
@@ -22,6 +20,7 @@ __all__ = [
     "Segmentation",
     "SegmentationInfo",
     "is_complete",
+    "iter_segmentations",
     "list_segmentations",
     "open_segmentation",
     "palette_from_block",
@@ -157,17 +156,44 @@ def is_complete(store: str | os.PathLike[str], name: str) -> bool:
 def list_segmentations(store: str | os.PathLike[str]) -> list[SegmentationInfo]:
     """Summaries of the image groups present in `store`, sorted by name.
 
-    The groups actually present are the truth; the root's ``kmdist.images`` list is only
-    a convenience for other readers.
+    See `iter_segmentations`, which yields them one at a time.
+    """
+    return list(iter_segmentations(store))
+
+
+def iter_segmentations(store: str | os.PathLike[str]) -> Iterator[SegmentationInfo]:
+    """Yield a summary of each image group in `store`, sorted by name, as it is read.
+
+    The store keeps no list of its images: its root is listed (one listing; on object
+    storage, a request per 1,000 names) and each group's metadata read in turn, so the
+    first summaries come before the last group is read.
+
+    Raises
+    ------
+    OutputError
+        The store is missing or is not a Zarr v3 store.
     """
     root = open_root(store)
     if not root.has_root_group():
         raise OutputError(f"{root}: not a Zarr store")
     try:
-        group = zarr.open_group(root.store, mode="r")
+        zarr.open_group(root.store, mode="r")
+        names = sorted(root.names())
     except (ValueError, TypeError, OSError) as exc:
         raise OutputError(f"{root}: not a Zarr v3 group: {exc}") from exc
-    return [_info(root, name) for name in sorted(_group_names(group))]
+    for name in names:
+        info = _info(root, name)
+        # A folder that is not a group (no zarr.json) is not an image of the store.
+        if info.complete or _is_group(root, name):
+            yield info
+
+
+def _is_group(root: StoreRoot, name: str) -> bool:
+    try:
+        zarr.open_group(root.store, path=name, mode="r")
+    except Exception:  # missing or damaged metadata: not a group kmdist can read
+        return False
+    return True
 
 
 def _info(root: StoreRoot, name: str) -> SegmentationInfo:
@@ -235,10 +261,3 @@ def _array(group: zarr.Group, path: str) -> zarr.Array[Any]:
 def _lazy(array: zarr.Array[Any]) -> da.Array:
     # Read by shard when sharded: one task per file rather than per inner chunk.
     return da.from_zarr(array, chunks=array.shards or array.chunks)
-
-
-def _group_names(group: zarr.Group) -> list[str]:
-    # The lock file sits among the members while a writer holds it; it is not a node.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ZarrUserWarning)
-        return list(group.group_keys())

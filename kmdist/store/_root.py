@@ -1,8 +1,12 @@
 """Where an output store lives: a local directory or a storage URL (``s3://...``).
 
 Zarr reads and writes the arrays and metadata either way. What the store needs beyond
-Zarr is here: creating the root group safely, a lock between runs, clearing an image's
-previous output, the time of a group's last write, and which groups exist.
+Zarr is here: creating the root group safely, locks between runs, clearing an image's
+previous output, the time of a group's last write, and listing the groups.
+
+Nothing on the path of one image's write depends on how many images the store holds:
+the root group is created and checked once per process and store, and each image has a
+lock of its own (`image_lock`), held only while its group is cleared and created.
 
 A local root locks with ``flock``. A storage URL locks by creating an object only if it
 does not exist (S3's ``If-None-Match``), which object stores offer in place of locks.
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -19,19 +24,25 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import zarr
+from zarr.abc.store import Store
 
 from kmdist._fs import is_url, mtime, remote
 from kmdist.io._errors import describe
 from kmdist.store._errors import OutputError
 
-__all__ = ["LOCK_NAME", "OutputError", "StoreRoot", "open_root"]
+__all__ = ["LOCK_NAME", "OutputError", "StoreRoot", "image_lock", "open_root"]
 
 LOCK_NAME = ".kmdist.lock"
+# Roots whose root group this process has created or checked (see `StoreRoot.prepare`).
+_READY: set[str] = set()
+# The root group's attributes. Images are found by listing the root: no list of them
+# is kept, so that writing an image never rewrites anything shared by all images.
+_ROOT_ATTRS = {"kmdist": {"layout": "one group per image; list the root to find them"}}
 # A zarr LocalStore write in flight: `<stem>.<uuid4 hex>.partial`, renamed when complete.
 _PARTIAL = re.compile(r"[^/]+\.[0-9a-f]{32}\.partial")
 _NOT_A_STORE = "{root}: is a non-empty directory but not a Zarr store; refusing to write into it"
@@ -56,14 +67,32 @@ def open_root(store: str | os.PathLike[str]) -> StoreRoot:
     return LocalRoot(Path(text).expanduser())
 
 
+def image_lock(name: str) -> str:
+    """Name of image `name`'s lock at the root: a hash, so any image name fits."""
+    digest = hashlib.blake2b(name.encode("utf-8", "surrogateescape"), digest_size=10)
+    return f"{LOCK_NAME}.{digest.hexdigest()}"
+
+
 class StoreRoot(ABC):
     """The root of an output store and the file operations the store needs."""
 
     #: What `zarr.open_group` takes to open the root.
     store: Any
 
+    def zarr_store(self) -> Store:
+        """Return the root as a zarr `Store` (what `zarr.create_hierarchy` takes)."""
+        if isinstance(self.store, Store):
+            return self.store
+        return zarr.storage.LocalStore(self.store)
+
     def prepare(self) -> None:
-        """Create the root group if needed, refusing locations that are not stores."""
+        """Create the root group if needed, refusing locations that are not stores.
+
+        The full check (and the root's lock) runs once per process and root; after
+        that, one look at the root's ``zarr.json`` per call.
+        """
+        if str(self) in _READY and self.has_root_group():
+            return
         self._check_target()
         with self.lock():
             if not self.has_root_group():
@@ -72,19 +101,27 @@ class StoreRoot(ABC):
                     raise OutputError(_NOT_A_STORE.format(root=self))
                 try:
                     zarr.open_group(
-                        self.store, mode="a", zarr_format=3, attributes={"kmdist": {"images": []}}
+                        self.store,
+                        mode="a",
+                        zarr_format=3,
+                        attributes={"kmdist": {"layout": "one group per image"}},
                     )
                 except OSError as exc:
                     raise OutputError(f"{self}: cannot write: {exc.strerror or exc}") from exc
-                return
-            try:
-                zarr.open_group(self.store, mode="r+", zarr_format=3)
-            except (ValueError, TypeError, FileNotFoundError) as exc:
-                raise OutputError(f"{self}: not a Zarr v3 group: {exc}") from exc
+            else:
+                try:
+                    zarr.open_group(self.store, mode="r+", zarr_format=3)
+                except (ValueError, TypeError, FileNotFoundError) as exc:
+                    raise OutputError(f"{self}: not a Zarr v3 group: {exc}") from exc
+        _READY.add(str(self))
 
     @abstractmethod
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the store's lock, between processes and hosts."""
+    def lock(self, key: str = LOCK_NAME) -> contextlib.AbstractContextManager[None]:
+        """Hold the lock named `key` at the root, between processes and hosts.
+
+        The default is the store's own lock (creating the root group); `image_lock`
+        names one image's.
+        """
 
     @abstractmethod
     def has_root_group(self) -> bool:
@@ -95,8 +132,8 @@ class StoreRoot(ABC):
         """Whether anything named `name` exists in the root (a group, a file, a link)."""
 
     @abstractmethod
-    def present(self, names: Iterable[str]) -> set[str]:
-        """Those of `names` that are groups in the root."""
+    def names(self) -> Iterator[str]:
+        """Names of the folders (prefixes) at the root, in no order: the images' groups."""
 
     @abstractmethod
     def remove(self, name: str) -> None:
@@ -148,7 +185,8 @@ class LocalRoot(StoreRoot):
             return False
         with os.scandir(self.path) as entries:
             foreign = any(
-                e.name != LOCK_NAME and _PARTIAL.fullmatch(e.name) is None for e in entries
+                not e.name.startswith(LOCK_NAME) and _PARTIAL.fullmatch(e.name) is None
+                for e in entries
             )
         return foreign and not self.has_root_group()
 
@@ -158,10 +196,11 @@ class LocalRoot(StoreRoot):
     def has(self, name: str) -> bool:
         return os.path.lexists(self.path / name)
 
-    def present(self, names: Iterable[str]) -> set[str]:
-        # A stat per name, not a listing of the store's groups: that reads every
-        # member's metadata, which made writing N images O(N^2) reads.
-        return {n for n in names if (self.path / n / "zarr.json").is_file()}
+    def names(self) -> Iterator[str]:
+        with os.scandir(self.path) as entries:
+            for e in entries:
+                if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
+                    yield e.name
 
     def remove(self, name: str) -> None:
         target = self.path / name
@@ -185,14 +224,14 @@ class LocalRoot(StoreRoot):
         return newest
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold an exclusive ``flock`` on ``root/.kmdist.lock``.
+    def lock(self, key: str = LOCK_NAME) -> Iterator[None]:
+        """Hold an exclusive ``flock`` on ``root/KEY`` (``.kmdist.lock`` by default).
 
         The file is removed before the lock is released, so it never lingers as a stray
         object in the store. A waiter that then obtains the lock on the removed file
         sees that the path no longer names its file, and tries again.
         """
-        path = self.path / LOCK_NAME
+        path = self.path / key
         while True:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -267,7 +306,7 @@ class RemoteRoot(StoreRoot):
             entries = self.fs.ls(self.path, detail=False)
         except FileNotFoundError:
             return False
-        foreign = any(e.rstrip("/").rsplit("/", 1)[-1] != LOCK_NAME for e in entries)
+        foreign = any(not e.rstrip("/").rsplit("/", 1)[-1].startswith(LOCK_NAME) for e in entries)
         return foreign and not self.has_root_group()
 
     def has_root_group(self) -> bool:
@@ -291,11 +330,13 @@ class RemoteRoot(StoreRoot):
             raise OutputError(f"{self}: cannot use the store: {describe(exc)}") from exc
         return info
 
-    def present(self, names: Iterable[str]) -> set[str]:
-        # One listing of the root (pages of 1,000 names), not a request per name.
+    def names(self) -> Iterator[str]:
+        # One listing of the root, in pages of 1,000 names.
         self._fresh()
-        listed = {e.rstrip("/").rsplit("/", 1)[-1] for e in self.fs.ls(self.path, detail=False)}
-        return {n for n in names if n in listed}
+        for entry in self.fs.ls(self.path, detail=True):
+            name = entry["name"].rstrip("/").rsplit("/", 1)[-1]
+            if entry.get("type") == "directory" and not name.startswith("."):
+                yield name
 
     def remove(self, name: str) -> None:
         try:
@@ -315,15 +356,15 @@ class RemoteRoot(StoreRoot):
         return max(times, default=0.0)
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the store's lock: the object ``.kmdist.lock``, created only if absent.
+    def lock(self, key: str = LOCK_NAME) -> Iterator[None]:
+        """Hold the lock object ``KEY`` (``.kmdist.lock`` by default), created only if absent.
 
         The holder rewrites the object every `_HEARTBEAT` seconds, so a waiter that sees
         it unchanged for `_STALE_LOCK` seconds of its own clock (no clock is compared
         across hosts) takes it to be left by a run that died, and removes it. The holder
         removes the object at the end only if it is still its own.
         """
-        key = self._key(LOCK_NAME)
+        name, key = key, self._key(key)
         mine = uuid.uuid4().hex
         seen: tuple[bytes, float] | None = None
         while True:
@@ -335,12 +376,12 @@ class RemoteRoot(StoreRoot):
                 pass
             except (ValueError, NotImplementedError) as exc:  # no exclusive-create mode
                 raise OutputError(
-                    f"{self}/{LOCK_NAME}: cannot create the lock: this storage cannot create "
+                    f"{self}/{name}: cannot create the lock: this storage cannot create "
                     f"an object only if it is absent, which the store needs ({exc})"
                 ) from exc
             except Exception as exc:
                 raise OutputError(
-                    f"{self}/{LOCK_NAME}: cannot create the lock: {describe(exc)}"
+                    f"{self}/{name}: cannot create the lock: {describe(exc)}"
                 ) from exc
             holder, now = self._read(key), time.monotonic()
             if holder is not None:

@@ -7,18 +7,23 @@ only metadata passes through the calling process. The ``complete`` marker is set
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
 import socket
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
 import zarr
 from dask.base import compute
 from zarr.codecs import BloscCodec
+from zarr.core.group import GroupMetadata
+from zarr.core.metadata.v2 import ArrayV2Metadata
+from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from kmdist.palette._assign import label_dtype, recolor_planes
 from kmdist.palette._assign_kernels import color_planes
@@ -26,10 +31,10 @@ from kmdist.palette._palette import Palette
 from kmdist.store._blocks import Labels, chunk_shape, level_shapes, sharding
 from kmdist.store._claims import clear_previous, process_start
 from kmdist.store._errors import OutputError
-from kmdist.store._layout import OME_VERSION, SEGMENTATION, check_name, multiscales, omero
-from kmdist.store._root import StoreRoot, open_root
+from kmdist.store._layout import OME_VERSION, SEG_PATH, SEGMENTATION, check_name, multiscales, omero
+from kmdist.store._root import StoreRoot, image_lock, open_root
 
-__all__ = ["level_writes", "write_segmentation"]
+__all__ = ["RESERVED_KEYS", "level_arrays", "write_segmentation"]
 
 RESERVED_KEYS = frozenset(
     {
@@ -137,19 +142,21 @@ def write_segmentation(
             chunk, labels.shape
         ):
             labels = labels.rechunk(chunk)
-    # Clearing and claiming the group is atomic between runs; writing is not locked.
-    with root.lock():
+    layout = [_LevelLayout.of(s, chunk, labels.dtype, palette) for s in shapes]
+    # Clearing and claiming the group is atomic between runs (this image's own lock,
+    # no lock shared by the store); writing is not locked.
+    with root.lock(image_lock(name)):
         clear_previous(root, name, overwrite, run)
-        image_group, seg_group = _create_groups(root, name, palette, len(shapes), block)
+        nodes = _create_nodes(root, name, palette, layout, block)
     sources: list[Any] = []
     targets: list[Any] = []
     level = labels
-    for i in range(len(shapes)):
+    for i, lay in enumerate(layout):
         if i:
             level = level[::2, ::2]
-        sources_i, targets_i = level_writes(image_group, seg_group, str(i), level, palette, chunk)
-        sources += sources_i
-        targets += targets_i
+        sources += _level_sources(level, lay, palette)
+        targets += [nodes[f"{name}/{SEG_PATH}/{i}"], nodes[f"{name}/{i}"]]
+    seg_group = nodes[f"{name}/{SEG_PATH}"]
     released = {k: v for k, v in block.items() if k != "claimed"}
     try:
         if isinstance(labels, np.ndarray):
@@ -162,9 +169,7 @@ def write_segmentation(
         with contextlib.suppress(Exception):  # best effort: the error below matters more
             seg_group.update_attributes({"kmdist": released})
         raise
-
     seg_group.update_attributes({"kmdist": {**released, "complete": True}})
-    _register(root, name)
 
 
 def _check_labels(labels: Labels, palette: Palette) -> Labels:
@@ -183,12 +188,8 @@ def _check_labels(labels: Labels, palette: Palette) -> Labels:
 def _kmdist_block(
     palette: Palette, source: str, extra: Mapping[str, Any] | None, run: str | None
 ) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
+    from kmdist import __version__ as kmdist_version
 
-    try:
-        kmdist_version = version("kmdist")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        kmdist_version = "0+unknown"
     extra = dict(extra or {})
     clash = sorted(RESERVED_KEYS & extra.keys())
     if clash:
@@ -225,64 +226,135 @@ def _kmdist_block(
     }
 
 
-def level_writes(
-    image_group: zarr.Group,
-    seg_group: zarr.Group,
-    path: str,
-    labels: Labels,
-    palette: Palette,
-    chunk: tuple[int, int],
-) -> tuple[list[Any], list[Any]]:
-    """Create one level's two arrays; return the sources (Dask or NumPy) and targets.
+@dataclass(frozen=True)
+class _LevelLayout:
+    """One pyramid level's two arrays: shape, chunk, shards (None: not sharded)."""
 
-    Each source is rechunked to the target's shard shape (or chunk shape when not
+    shape: tuple[int, int]
+    chunk: tuple[int, int]
+    label_shard: tuple[int, int] | None
+    image_shard: tuple[int, int] | None
+    label_dtype: str
+    image_dtype: str
+    channels: int
+
+    @classmethod
+    def of(
+        cls, shape: tuple[int, int], chunk: tuple[int, int], dtype: Any, palette: Palette
+    ) -> _LevelLayout:
+        chunk = (min(chunk[0], shape[0]), min(chunk[1], shape[1]))
+        image_dtype = palette.colors_as().dtype
+        return cls(
+            shape=shape,
+            chunk=chunk,
+            label_shard=sharding(shape, chunk, np.dtype(dtype).itemsize),
+            image_shard=sharding(shape, chunk, palette.channels * image_dtype.itemsize),
+            label_dtype=np.dtype(dtype).str,
+            image_dtype=image_dtype.str,
+            channels=palette.channels,
+        )
+
+    def label_metadata(self) -> ArrayV3Metadata:
+        return _array_metadata(
+            self.shape, self.chunk, self.label_shard, self.label_dtype, ("y", "x"), "bitshuffle"
+        )
+
+    def image_metadata(self) -> ArrayV3Metadata:
+        shard = None if self.image_shard is None else (self.channels, *self.image_shard)
+        return _array_metadata(
+            (self.channels, *self.shape),
+            (self.channels, *self.chunk),
+            shard,
+            self.image_dtype,
+            ("c", "y", "x"),
+            "shuffle",
+        )
+
+
+@functools.lru_cache(maxsize=256)
+def _array_metadata(
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    shards: tuple[int, ...] | None,
+    dtype: str,
+    dims: tuple[str, ...],
+    shuffle: Literal["shuffle", "bitshuffle"],
+) -> ArrayV3Metadata:
+    """Zarr v3 metadata of one stored array, made by zarr itself in memory.
+
+    zarr builds the codec chain (sharding, Blosc) as it would for `create_array`; the
+    metadata then goes to `zarr.create_hierarchy` with the rest of the image's nodes.
+    """
+    array = zarr.create_array(
+        zarr.storage.MemoryStore(),
+        shape=shape,
+        chunks=chunks,
+        shards=shards,
+        dtype=dtype,
+        # Zstd level 1: on 64 MP, 6x the speed of level 5 (780 vs 120 MB/s for the
+        # recoloured image) for files about 20% larger (docs/benchmarks.md).
+        compressors=BloscCodec(cname="zstd", clevel=1, shuffle=shuffle),
+        fill_value=0,
+        dimension_names=dims,
+    )
+    metadata = array.metadata
+    assert isinstance(metadata, ArrayV3Metadata)
+    return metadata
+
+
+def _level_sources(labels: Labels, lay: _LevelLayout, palette: Palette) -> list[Any]:
+    """Return the label and recoloured-image sources (Dask or NumPy) of one level.
+
+    Each Dask source is rechunked to its target's shard shape (or chunk shape when not
     sharded), starting at 0: every write task then fills whole shards that no other
     task touches, so writes run in parallel without locks.
     """
-    shape = (int(labels.shape[0]), int(labels.shape[1]))
-    chunk = (min(chunk[0], shape[0]), min(chunk[1], shape[1]))
-    channels = palette.channels
-    image_dtype = palette.colors_as().dtype
-
-    label_shard = sharding(shape, chunk, labels.dtype.itemsize)
-    label_array = seg_group.create_array(
-        path,
-        shape=shape,
-        chunks=chunk,
-        shards=label_shard,
-        dtype=labels.dtype,
-        # Zstd level 1: on 64 MP, 6x the speed of level 5 (780 vs 120 MB/s for the
-        # recoloured image) for files about 20% larger (bench/end_to_end.py).
-        compressors=BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle"),
-        fill_value=0,
-        dimension_names=("y", "x"),
-    )
-    image_shard = sharding(shape, chunk, channels * image_dtype.itemsize)
-    image_array = image_group.create_array(
-        path,
-        shape=(channels, *shape),
-        chunks=(channels, *chunk),
-        shards=None if image_shard is None else (channels, *image_shard),
-        dtype=image_dtype,
-        compressors=BloscCodec(cname="zstd", clevel=1, shuffle="shuffle"),
-        fill_value=0,
-        dimension_names=("c", "y", "x"),
-    )
     if isinstance(labels, np.ndarray):
-        return [labels, color_planes(labels, palette.colors_as())], [label_array, image_array]
-    label_source = labels.rechunk(label_shard or chunk)
-    image_source = recolor_planes(labels.rechunk(image_shard or chunk), palette)
-    return [label_source, image_source], [label_array, image_array]
+        return [labels, color_planes(labels, palette.colors_as())]
+    label_source = labels.rechunk(lay.label_shard or lay.chunk)
+    image_source = recolor_planes(labels.rechunk(lay.image_shard or lay.chunk), palette)
+    return [label_source, image_source]
 
 
-def _create_groups(
-    root: StoreRoot, name: str, palette: Palette, n_levels: int, block: dict[str, Any]
-) -> tuple[zarr.Group, zarr.Group]:
-    """Create the image, labels and segmentation groups; return the first and the last.
+def level_arrays(
+    store: Any,
+    label_path: str,
+    image_path: str,
+    shape: tuple[int, int],
+    chunk: tuple[int, int],
+    palette: Palette,
+) -> tuple[zarr.Array[Any], zarr.Array[Any]]:
+    """Create level arrays as `write_segmentation` does, at the given paths of `store`.
 
-    The segmentation group starts with ``kmdist.complete: false``, so an interruption
-    from here on leaves an output that reads as incomplete.
+    For a caller (bench/) that writes one level the way kmdist does. Returns the label
+    array (uint8 or uint16, as for ``palette.k``) and the recoloured-image array.
     """
+    lay = _LevelLayout.of(shape, chunk, label_dtype(palette.k), palette)
+    nodes: dict[str, GroupMetadata | ArrayV2Metadata | ArrayV3Metadata] = {
+        label_path: lay.label_metadata(),
+        image_path: lay.image_metadata(),
+    }
+    made = dict(zarr.create_hierarchy(store=store, nodes=nodes))
+    label_array, image_array = made[label_path], made[image_path]
+    assert isinstance(label_array, zarr.Array) and isinstance(image_array, zarr.Array)
+    return label_array, image_array
+
+
+def _create_nodes(
+    root: StoreRoot,
+    name: str,
+    palette: Palette,
+    layout: list[_LevelLayout],
+    block: dict[str, Any],
+) -> dict[str, Any]:
+    """Create the image's groups and arrays in one `zarr.create_hierarchy` call.
+
+    Returns the created nodes by path. The segmentation group starts with
+    ``kmdist.complete: false``, so an interruption from here on leaves an output that
+    reads as incomplete. zarr writes the nodes' metadata concurrently: a constant
+    number of store requests, whatever the store holds.
+    """
+    n_levels = len(layout)
     image_ome: dict[str, Any] = {
         "version": OME_VERSION,
         "multiscales": multiscales(name, n_levels, channel_axis=True),
@@ -299,23 +371,16 @@ def _create_groups(
         "multiscales": multiscales(SEGMENTATION, n_levels, channel_axis=False),
         "image-label": {"version": OME_VERSION, "colors": colors, "source": {"image": "../../"}},
     }
+    labels_ome = {"version": OME_VERSION, "labels": [SEGMENTATION]}
+    nodes: dict[str, GroupMetadata | ArrayV2Metadata | ArrayV3Metadata] = {
+        name: GroupMetadata(attributes={"ome": image_ome}),
+        f"{name}/labels": GroupMetadata(attributes={"ome": labels_ome}),
+        f"{name}/{SEG_PATH}": GroupMetadata(attributes={"ome": seg_ome, "kmdist": block}),
+    }
+    for i, lay in enumerate(layout):
+        nodes[f"{name}/{i}"] = lay.image_metadata()
+        nodes[f"{name}/{SEG_PATH}/{i}"] = lay.label_metadata()
     try:
-        group = zarr.open_group(root.store, mode="r+")
-        image = group.create_group(name, attributes={"ome": image_ome})
-        labels = image.create_group(
-            "labels", attributes={"ome": {"version": OME_VERSION, "labels": [SEGMENTATION]}}
-        )
-        seg = labels.create_group(SEGMENTATION, attributes={"ome": seg_ome, "kmdist": block})
+        return dict(zarr.create_hierarchy(store=root.zarr_store(), nodes=nodes))
     except OSError as exc:
         raise OutputError(f"{root}/{name}: cannot write: {exc.strerror or exc}") from exc
-    return image, seg
-
-
-def _register(root: StoreRoot, name: str) -> None:
-    """Add `name` to the root's image list, pruning names whose groups are gone."""
-    with root.lock():
-        group = zarr.open_group(root.store, mode="r+")
-        attrs: Any = group.attrs.asdict()
-        listed = attrs.get("kmdist", {}).get("images", [])
-        images = sorted(root.present(set(listed) | {name}))
-        group.update_attributes({"kmdist": {**attrs.get("kmdist", {}), "images": images}})

@@ -253,8 +253,29 @@ def test_segment_on_external_scheduler(folder, tmp_path, external_scheduler):
 def test_info_reports_incomplete(tmp_path, capsys):
     store = zarr.open_group(str(tmp_path / "s.zarr"), mode="w")
     store.create_group("half")
-    assert main(["info", str(tmp_path / "s.zarr")]) == 1
-    assert "half: INCOMPLETE" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "s.zarr")]) == 3
+    out = capsys.readouterr().out
+    assert "half: INCOMPLETE" in out and "--resume" in out
+
+
+def test_info_summary_counts_and_names_the_incomplete(tmp_path, capsys):
+    import numpy as np
+
+    from kmdist import Palette, write_segmentation
+
+    store = tmp_path / "s.zarr"
+    palette = Palette(np.array([[0, 0, 0], [9, 9, 9]]), np.array([2, 2]), 0.0)
+    for name in ("a", "b", "c"):
+        write_segmentation(store, name, np.array([[0, 1], [1, 0]], np.uint8), palette)
+    zarr.open_group(str(store), mode="r+").create_group("half")
+    assert main(["info", "--summary", str(store)]) == 3
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"{store}: 3 complete, 1 incomplete"
+    assert lines[1] == "incomplete: half"
+    assert "--resume" in lines[2] and len(lines) == 3
+    zarr.open_group(str(store), mode="r+").__delitem__("half")
+    assert main(["info", "--summary", str(store)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{store}: 3 complete, 0 incomplete"]
 
 
 @pytest.mark.parametrize(
