@@ -15,17 +15,17 @@ Run from the command line::
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal, cast
 from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_link_artifact,
+    create_markdown_artifact,
     create_progress_artifact,
-    create_table_artifact,
     update_progress_artifact,
 )
 from prefect.client.schemas.objects import State
@@ -35,15 +35,15 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from prefect.tasks import exponential_backoff
 
 import kmdist
-from kmdist import ImageRef, Palette, SegmentOptions
+from kmdist import ImageRef, Palette, RunSummary, SegmentOptions
 
 Method = Literal["auto", "exact", "minibatch"]
 ColorSpace = Literal["rgb", "lab"]
 
-# Concurrent image tasks in the flow process; each one's array work runs on the cluster.
+# Concurrent batch tasks in the flow process; each one's array work runs on the cluster.
 IMAGE_CONCURRENCY = 4
-# Small images per Prefect task (see `_small_images`).
-SMALL_BATCH = 64
+# Most images per Prefect task (see `_batches`).
+BATCH = 64
 
 
 def _retry_io_only(task: Any, task_run: Any, state: State) -> bool:
@@ -74,69 +74,54 @@ def discover(inputs: Sequence[str], follow_symlinks: bool = False) -> list[Image
     return kmdist.open_images(list(inputs), follow_symlinks=follow_symlinks)
 
 
-@task(name="palette", task_run_name="palette-{ref.name}", **IO_RETRIES)
-def learn_image_palette(ref: ImageRef, opts: SegmentOptions) -> Palette:
-    """Learn one image's palette (histogram and k-means on the cluster)."""
-    image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-    return kmdist.learn_palette(image, opts.n_colors, method=opts.method, **opts.palette_kwargs())
+@task(name="shared-palette", **IO_RETRIES)
+def learn_shared(refs: Sequence[ImageRef], opts: SegmentOptions) -> tuple[Any, Any, Any]:
+    """One palette for all images (merged histograms); the images it was learned from."""
+    palette, lut, good, failed = kmdist.shared_palette(list(refs), opts)
+    return palette, lut, (good, failed)
 
 
-@task(name="histogram", task_run_name="histogram-{ref.name}", **IO_RETRIES)
-def histogram(ref: ImageRef, opts: SegmentOptions) -> kmdist.ColorHistogram:
-    """Colour histogram of one 8-bit RGB image, for a shared palette."""
-    image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-    return kmdist.image_histogram(image)
+@task(name="segment-images", task_run_name="segment-{refs[0].name}", **IO_RETRIES)
+def segment_images(
+    refs: Sequence[ImageRef],
+    output: str,
+    opts: SegmentOptions,
+    palette: Palette | None,
+    lut: Any,
+    overwrite: bool,
+    preview_dir: str | None,
+) -> RunSummary:
+    """Segment a batch of images with kmdist's engine; return the batch's totals.
 
+    Small images run a batch per task on the Dask workers, large ones chunk by chunk
+    over all of them, each image written as soon as its palette is ready. After a retry,
+    images that the failed attempt completed are skipped, not redone.
+    """
+    from prefect.runtime import task_run
 
-@task(name="shared-palette", persist_result=False)
-def shared_palette(histograms: Sequence[kmdist.ColorHistogram], opts: SegmentOptions) -> Palette:
-    """One exact palette for the merged histograms of all images."""
-    merged = kmdist.merge_histograms(*histograms)
-    return kmdist.palette_from_histogram(merged, opts.n_colors, **opts.palette_kwargs())
-
-
-@task(name="shared-palette-minibatch", **IO_RETRIES)
-def shared_palette_minibatch(refs: Sequence[ImageRef], opts: SegmentOptions) -> Palette:
-    """One mini-batch palette over the pixels of all images (not 8-bit RGB)."""
-    images = [r.open(chunks=opts.chunks, max_pixels=opts.max_pixels) for r in refs]
-    return kmdist.learn_palette(images, opts.n_colors, method=opts.method, **opts.palette_kwargs())
-
-
-@task(name="assign-and-write", task_run_name="write-{ref.name}", **IO_RETRIES)
-def assign_and_write(
-    ref: ImageRef, output: str, palette: Palette, opts: SegmentOptions, overwrite: bool
-) -> dict[str, Any]:
-    """Label every pixel with `palette` and write the OME-Zarr group, complete last."""
-    t0 = time.perf_counter()
-    image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-    kmdist.label_and_write(ref, image, output, palette, opts, overwrite=overwrite)
-    return {"shape": list(image.shape), "write_seconds": round(time.perf_counter() - t0, 2)}
-
-
-@task(name="small-images", task_run_name="small-images-{refs[0].name}", **IO_RETRIES)
-def small_images(
-    refs: Sequence[ImageRef], output: str, opts: SegmentOptions, overwrite: bool
-) -> list[tuple[ImageRef, kmdist.ImageResult | None]]:
-    """Segment a batch of images whole in memory on the workers; None: too large for it."""
-    from distributed import default_client
-
-    # After a retry, images a failed attempt already completed are skipped, not redone.
     on_exists: kmdist.OnExists = "overwrite" if overwrite else "skip"
-    return list(
-        kmdist.small_batches_on_cluster(default_client(), refs, output, opts, on_exists=on_exists)
-    )
+    summary = RunSummary()
+    for result in kmdist.iter_segment(
+        refs, output, opts, palette=palette, lut=lut, on_exists=on_exists, preview_dir=preview_dir
+    ):
+        summary.add(result)
+    if summary.retryable and task_run.run_count <= IO_RETRIES["retries"]:
+        # An I/O error (not a bad image): Prefect retries the batch, whose complete
+        # images the next attempt skips. After the last retry they stay failed.
+        raise OSError(f"{summary.retryable} image(s) met an I/O error: {summary.failures[-1][2]}")
+    return summary
 
 
-@task(name="preview", task_run_name="preview-{ref.name}", **IO_RETRIES)
-def preview(ref: ImageRef, output: str, preview_dir: str, opts: SegmentOptions) -> str:
-    """PNG preview from the stored labels (no second labelling)."""
-    seg = kmdist.open_segmentation(output, ref.name)
-    image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-    return str(
-        kmdist.write_preview(
-            f"{preview_dir.rstrip('/')}/{ref.name}.png", image, seg.labels, seg.palette
-        )
-    )
+def _batches(refs: Sequence[ImageRef], concurrency: int) -> Iterator[list[ImageRef]]:
+    """Split `refs` into batches: up to `BATCH` images, enough batches for the threads.
+
+    Prefect's cost per task run (state changes through its API) outweighs a thumbnail's
+    work, so many small images share a task; a few large images get one each, so each
+    is complete as soon as it is written.
+    """
+    size = max(1, min(BATCH, -(-len(refs) // (4 * concurrency))))
+    for start in range(0, len(refs), size):
+        yield list(refs[start : start + size])
 
 
 def _run(
@@ -145,219 +130,111 @@ def _run(
     opts: SegmentOptions,
     *,
     shared: bool,
+    palette_spec: str | None,
     dask_address: str | None,
     overwrite: bool,
     preview_dir: str | None,
     follow_symlinks: bool,
     n_workers: int | None,
-) -> State | list[dict[str, Any]]:
-    """Run the steps shared by both flows; return the summary or a Failed state."""
-    log = get_run_logger()
-    t_start = time.perf_counter()
-    with kmdist.dask_client(dask_address, n_workers=n_workers) as client:
-        link = kmdist.dashboard_link(client)
-        log.info("Dask dashboard: %s", link)
-        create_link_artifact(
-            link,
-            link_text="Dask dashboard",
-            key="dask-dashboard",
-            description="Live view of this run's Dask cluster",
-        )
-        refs = discover(inputs, follow_symlinks)
-        log.info("%d image(s) -> %s", len(refs), output)
-        rows: dict[str, dict[str, Any]] = {
-            r.name: {"image": r.name, "source": r.source, "status": "pending"} for r in refs
-        }
-        todo: list[ImageRef] = []
-        for ref in refs:
-            if not overwrite and kmdist.is_complete(output, ref.name):
-                rows[ref.name]["status"] = "skipped (complete)"
-            else:
-                todo.append(ref)
-        progress: UUID = create_progress_artifact(  # type: ignore[assignment]
-            0.0, key="segmentation-progress", description=f"images finished of {len(refs)}"
-        )
-        finished = len(refs) - len(todo)
+    concurrency: int,
+) -> State:
+    """Run a segmentation on kmdist's engine; return the run's final state.
 
-        def advance() -> None:
-            nonlocal finished
-            finished += 1
-            update_progress_artifact(progress, 100.0 * finished / max(1, len(refs)))
-
-        if not shared and not preview_dir and len(todo) > 1:
-            todo = _small_images(todo, output, opts, overwrite, rows, log, advance)
-
-        palettes: dict[str, Palette] = {}
-        t_pal = time.perf_counter()
-        if shared and todo:
-            palettes = _shared_palettes(todo, opts, rows, log)
-        else:
-            pal_futures = {learn_image_palette.submit(r, opts): r for r in todo}
-            for ref, palette, error in _outcomes(pal_futures):
-                if error is None:
-                    palettes[ref.name] = palette
-                else:
-                    rows[ref.name].update(status="failed", error=error)
-        log.info("palettes: %d in %.1f s", len(palettes), time.perf_counter() - t_pal)
-
-        writes = {
-            assign_and_write.submit(r, output, palettes[r.name], opts, overwrite): r
-            for r in todo
-            if r.name in palettes
-        }
-        for ref, info, error in _outcomes(writes):
-            row = rows[ref.name]
-            if error is None:
-                _record_done(
-                    row, ref, palettes[ref.name], info["shape"], info["write_seconds"], log
-                )
-                if preview_dir:
-                    try:
-                        row["preview"] = preview(ref, output, preview_dir, opts)
-                    except Exception as exc:  # after its retries: this image's preview only
-                        _record_failed(row, ref, f"preview: {exc}", log)
-            else:
-                _record_failed(row, ref, error, log)
-            advance()
-        update_progress_artifact(progress, 100.0)
-    summary = list(rows.values())
-    create_table_artifact(
-        summary, key="segmentation-summary", description=f"kmdist segmentation into {output}"
-    )
-    failed = [r for r in summary if r["status"] == "failed"]
-    log.info(
-        "%d image(s), %d failed, in %.1f s",
-        len(summary),
-        len(failed),
-        time.perf_counter() - t_start,
-    )
-    if failed:
-        names = ", ".join(f"{r['source']} ({r['error']})" for r in failed)
-        # The per-image summary stays in the table artifact.
-        return Failed(message=f"{len(failed)} of {len(summary)} images failed: {names}")
-    return Completed(message=f"{len(summary)} image(s) segmented", data=summary)
-
-
-def _small_images(
-    todo: list[ImageRef],
-    output: str,
-    opts: SegmentOptions,
-    overwrite: bool,
-    rows: dict[str, dict[str, Any]],
-    log: Any,
-    advance: Callable[[], None],
-) -> list[ImageRef]:
-    """Run the small images in batched tasks; return the images left to the chunked path.
-
-    Prefect's cost per task run (state changes through its API) outweighs the work of
-    segmenting a thumbnail, so an archive of small images runs SMALL_BATCH images per
-    task instead of two tasks per image.
+    Published whatever happens: the summary artifact (counts, throughput, every failed
+    image, the slowest images; its size does not grow with the archive) and a progress
+    artifact. Per-image detail stays in the store (`kmdist info`).
     """
-    batches = [todo[i : i + SMALL_BATCH] for i in range(0, len(todo), SMALL_BATCH)]
-    futures = {small_images.submit(b, output, opts, overwrite): b for b in batches}
-    large: list[ImageRef] = []
-    for future in as_completed(list(futures)):
-        try:
-            outcomes = future.result()
-        except Exception as exc:  # the batch task failed after its retries
-            outcomes = [
-                (r, kmdist.ImageResult(r.name, r.source, "failed", error=str(exc)))
-                for r in futures[future]
-            ]
-        for ref, res in outcomes:
-            if res is None:
-                large.append(ref)
-                continue
-            row = rows[ref.name]
-            if res.status == "done" and res.palette is not None:
-                _record_done(row, ref, res.palette, res.shape or (), res.seconds, log)
-            elif res.ok:  # completed by an earlier attempt of this batch task
-                row.update(status="skipped (complete)")
-            else:
-                _record_failed(row, ref, res.error, log)
-            advance()
-    return large
+    log = get_run_logger()
+    summary = RunSummary()
+    where = " ".join(inputs)
+    try:
+        with kmdist.dask_client(dask_address, n_workers=n_workers) as client:
+            link = kmdist.dashboard_link(client)
+            log.info("Dask dashboard: %s", link)
+            create_link_artifact(
+                link,
+                link_text="Dask dashboard",
+                key="dask-dashboard",
+                description="Live view of this run's Dask cluster",
+            )
+            refs = discover(inputs, follow_symlinks)
+            if not refs:
+                raise kmdist.ImageReadError(where, "no images found")
+            log.info("%d image(s) -> %s", len(refs), output)
+            palette, lut = None, None
+            if palette_spec is not None:
+                palette = kmdist.load_palette(palette_spec)
+            elif shared:
+                palette, lut, (refs, failed) = learn_shared(refs, opts)
+                for result in failed:
+                    summary.add(result)
+            progress: UUID = create_progress_artifact(  # type: ignore[assignment]
+                0.0, key="segmentation-progress", description=f"images finished of {len(refs)}"
+            )
+            total = summary.total + len(refs)
+            running: dict[PrefectFuture[Any], list[ImageRef]] = {}
+            batches = _batches(refs, concurrency)
+            for batch in itertools.islice(batches, 2 * concurrency):
+                running[
+                    segment_images.submit(batch, output, opts, palette, lut, overwrite, preview_dir)
+                ] = batch
+            # A bounded number of batches in flight: the next is submitted as one ends.
+            while running:
+                future = next(as_completed(list(running)))
+                batch = running.pop(future)
+                try:
+                    part: RunSummary = future.result()
+                except Exception as exc:  # the batch failed after its retries
+                    part = RunSummary()
+                    for ref in batch:
+                        part.add(kmdist.ImageResult(ref.name, ref.source, "failed", error=str(exc)))
+                summary.merge(part)
+                for name, source, error in part.failures:
+                    log.error("%s (%s) failed: %s", name, source, error)
+                log.info(
+                    "%d of %d image(s): %d done, %d skipped, %d failed",
+                    summary.total,
+                    total,
+                    summary.done,
+                    summary.skipped,
+                    summary.failed,
+                )
+                update_progress_artifact(progress, 100.0 * summary.total / max(1, total))
+                nxt = next(batches, None)
+                if nxt is not None:
+                    running[
+                        segment_images.submit(
+                            nxt, output, opts, palette, lut, overwrite, preview_dir
+                        )
+                    ] = nxt
+    except (ValueError, OSError) as exc:  # the inputs, the palette or the store
+        message = f"{where}: {exc}" if where not in str(exc) else str(exc)
+        summary.failures.append(("(run)", where, message))
+        _publish(summary, output)
+        log.error("%s", message)
+        return Failed(message=message)
+    _publish(summary, output)
+    log.info("%s", _line(summary))
+    if summary.failed:
+        names = ", ".join(f"{source} ({error})" for _, source, error in summary.failures)
+        return Failed(message=f"{summary.failed} of {summary.total} images failed: {names}")
+    return Completed(message=_line(summary), data=summary.as_dict())
 
 
-def _record_done(
-    row: dict[str, Any],
-    ref: ImageRef,
-    palette: Palette,
-    shape: Sequence[int],
-    seconds: float,
-    log: Any,
-) -> None:
-    """Fill a finished image's summary row and log it."""
-    row.update(
-        status="done",
-        k=palette.k,
-        inertia=round(palette.inertia, 6),
-        palette=" ".join(palette.hex_colors()),
-        size="x".join(map(str, shape)),
-        seconds=round(seconds, 2),
+def _line(summary: RunSummary) -> str:
+    d = summary.as_dict()
+    return (
+        f"{d['images']} image(s): {d['done']} done, {d['skipped']} skipped, "
+        f"{d['failed']} failed in {d['wall_seconds']} s"
     )
-    log.info(
-        "%s: %s, %d colours, inertia %.6g, in %.2f s",
-        ref.name,
-        row["size"],
-        palette.k,
-        palette.inertia,
-        seconds,
+
+
+def _publish(summary: RunSummary, output: str) -> None:
+    create_markdown_artifact(
+        summary.markdown(f"kmdist segmentation into {output}"),
+        key="segmentation-summary",
+        description=_line(summary),
     )
-    if palette.shortfall:
-        row["warning"] = palette.shortfall
-        log.warning("%s: %s", ref.name, palette.shortfall)
-
-
-def _record_failed(row: dict[str, Any], ref: ImageRef, error: str | None, log: Any) -> None:
-    """Mark an image failed in its summary row and log why."""
-    row.update(status="failed", error=error)
-    log.error("%s (%s) failed: %s", ref.name, ref.source, error)
-
-
-def _shared_palettes(
-    todo: list[ImageRef], opts: SegmentOptions, rows: dict[str, dict[str, Any]], log: Any
-) -> dict[str, Palette]:
-    """Histogram every image, merge, fit one palette; failed images are left out."""
-    rgb8: list[ImageRef] = []
-    others: list[ImageRef] = []
-    for ref in todo:
-        try:
-            image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
-        except (ValueError, OSError) as exc:
-            rows[ref.name].update(status="failed", error=str(exc))
-            continue
-        (rgb8 if opts.uses_histogram(image) else others).append(ref)
-    good: list[ImageRef] = []
-    if rgb8 and not others:
-        hist_futures = {histogram.submit(r, opts): r for r in rgb8}
-        hists = []
-        for ref, hist, error in _outcomes(hist_futures):
-            if error is None:
-                hists.append((ref.name, hist))
-                good.append(ref)
-            else:
-                rows[ref.name].update(status="failed", error=error)
-        if not hists:
-            return {}
-        hists.sort(key=lambda item: item[0])  # merge order does not matter; keep it fixed
-        palette = shared_palette([h for _, h in hists], opts)
-    else:
-        good = rgb8 + others
-        palette = shared_palette_minibatch(good, opts)
-    log.info("shared palette of %d colours from %d image(s)", palette.k, len(good))
-    return {r.name: palette for r in good}
-
-
-def _outcomes(
-    futures: dict[PrefectFuture[Any], ImageRef],
-) -> Iterator[tuple[ImageRef, Any, str | None]]:
-    """Yield (image, result, None) or (image, None, error) as the task runs finish."""
-    for future in as_completed(list(futures)):
-        try:
-            yield futures[future], future.result(), None
-        except Exception as exc:  # the task failed after its retries: that image fails
-            yield futures[future], None, str(exc)
 
 
 def _runner(threads: int) -> TaskRunner[Any]:
@@ -393,6 +270,7 @@ def segment_archive(
     output: str,
     k: int = 16,
     shared_palette: bool = False,
+    palette: str | None = None,
     method: Method = "auto",
     color_space: ColorSpace = "rgb",
     seed: int | None = 0,
@@ -407,7 +285,9 @@ def segment_archive(
 
     Rerunning on the same output skips images whose output is complete and redoes the
     rest (unless `overwrite`). The run ends Failed, listing the images that failed, if
-    any did; the others are complete. See the module docstring for the cluster.
+    any did; the others are complete. `palette` (a JSON file or ``STORE:NAME``) labels
+    every image with a palette learned before, so labels mean the same colours across
+    runs. See the module docstring for the cluster.
     """
     inputs_list = [inputs] if isinstance(inputs, str) else list(inputs)
     opts = _options(kmdist.check_n_colors(k), method, color_space, seed, chunks)
@@ -416,11 +296,13 @@ def segment_archive(
         output,
         opts,
         shared=shared_palette,
+        palette_spec=palette,
         dask_address=dask_address,
         overwrite=overwrite,
         preview_dir=preview_dir,
         follow_symlinks=follow_symlinks,
         n_workers=n_workers,
+        concurrency=IMAGE_CONCURRENCY,
     )
 
 
@@ -429,6 +311,7 @@ def segment_image(
     source: str,
     output: str,
     k: int = 16,
+    palette: str | None = None,
     method: Method = "auto",
     color_space: ColorSpace = "rgb",
     seed: int | None = 0,
@@ -438,18 +321,20 @@ def segment_image(
     chunks: int | None = None,
     n_workers: int | None = None,
 ) -> Any:
-    """Segment one image (PNG, JPEG, TIFF, Zarr, ...) into `output`."""
+    """Segment one image (PNG, JPEG, TIFF, Zarr, ...) into `output`, as the CLI does."""
     opts = _options(kmdist.check_n_colors(k), method, color_space, seed, chunks)
     return _run(
         [source],
         output,
         opts,
         shared=False,
+        palette_spec=palette,
         dask_address=dask_address,
         overwrite=overwrite,
         preview_dir=preview_dir,
         follow_symlinks=False,
         n_workers=n_workers,
+        concurrency=1,
     )
 
 
@@ -460,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-o", "--output", required=True)
     parser.add_argument("-k", type=int, default=16)
     parser.add_argument("--shared-palette", action="store_true")
+    parser.add_argument("--palette", default=None, help="a saved palette: FILE.json or STORE:NAME")
     parser.add_argument("--method", choices=["auto", "exact", "minibatch"], default="auto")
     parser.add_argument("--color-space", choices=["rgb", "lab"], default="rgb")
     parser.add_argument("--seed", type=int, default=0)
@@ -473,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.output,
         k=args.k,
         shared_palette=args.shared_palette,
+        palette=args.palette,
         method=args.method,
         color_space=args.color_space,
         seed=args.seed,

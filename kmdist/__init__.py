@@ -38,6 +38,11 @@ _EXPORTS = {
     "SegmentOptions": "kmdist.pipeline._options",
     "label_and_write": "kmdist.pipeline._image",
     "segment_batch": "kmdist.pipeline._batch",
+    "iter_segment": "kmdist.pipeline._batch",
+    "segment_stream": "kmdist.pipeline._batch",
+    "load_palette": "kmdist.pipeline._palettes",
+    "shared_palette": "kmdist.pipeline._palettes",
+    "RunSummary": "kmdist.pipeline._summary",
     "write_preview": "kmdist.store._preview",
     "SMALL_PIXELS": "kmdist.pipeline._small",
     "small_batches_on_cluster": "kmdist.pipeline._small",
@@ -45,6 +50,7 @@ _EXPORTS = {
     "OutputExistsError": "kmdist.store._errors",
     "Segmentation": "kmdist.store._read",
     "is_complete": "kmdist.store._read",
+    "iter_segmentations": "kmdist.store._read",
     "list_segmentations": "kmdist.store._read",
     "open_segmentation": "kmdist.store._read",
     "write_segmentation": "kmdist.store._write",
@@ -81,15 +87,18 @@ if TYPE_CHECKING:
     from kmdist.palette._learn import FewerColorsWarning, learn_palette, palette_from_histogram
     from kmdist.palette._limits import check_n_colors
     from kmdist.palette._palette import Palette, PaletteError
-    from kmdist.pipeline._batch import segment_batch
+    from kmdist.pipeline._batch import iter_segment, segment_batch, segment_stream
     from kmdist.pipeline._image import label_and_write
     from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions
+    from kmdist.pipeline._palettes import load_palette, shared_palette
     from kmdist.pipeline._small import SMALL_PIXELS, small_batches_on_cluster
+    from kmdist.pipeline._summary import RunSummary
     from kmdist.store._errors import OutputError, OutputExistsError
     from kmdist.store._preview import write_preview
     from kmdist.store._read import (
         Segmentation,
         is_complete,
+        iter_segmentations,
         list_segmentations,
         open_segmentation,
     )
@@ -117,6 +126,7 @@ __all__ = [
     "OutputExistsError",
     "Palette",
     "PaletteError",
+    "RunSummary",
     "SegmentOptions",
     "Segmentation",
     "__version__",
@@ -125,10 +135,13 @@ __all__ = [
     "dask_client",
     "image_histogram",
     "is_complete",
+    "iter_segment",
+    "iter_segmentations",
     "kmeans_plusplus",
     "label_and_write",
     "learn_palette",
     "list_segmentations",
+    "load_palette",
     "merge_histograms",
     "open_image",
     "open_images",
@@ -137,6 +150,8 @@ __all__ = [
     "recolor",
     "segment",
     "segment_batch",
+    "segment_stream",
+    "shared_palette",
     "small_batches_on_cluster",
     "write_preview",
     "write_segmentation",

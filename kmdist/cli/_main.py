@@ -25,7 +25,7 @@ def _swatches(palette: Any, limit: int = 16) -> str:
     return text + (" ..." if palette.k > limit else "")
 
 
-def _print_result(i: int, n: int, res: Any) -> None:
+def _print_result(i: int, n: int, res: Any, applied: str | None = None) -> None:
     head = f"[{i}/{n}] {res.name} ({res.source})"
     if res.status == "failed":
         print(f"{head}: FAILED: {res.error}", flush=True)
@@ -34,8 +34,10 @@ def _print_result(i: int, n: int, res: Any) -> None:
     else:
         y, x = res.shape[:2]
         pal = res.palette
+        # An applied palette's inertia is that of the image it was learned from.
+        fit = f"palette {applied}" if applied else f"inertia {pal.inertia:.6g}"
         print(
-            f"{head}: {x}x{y}x{res.shape[2]} {pal.k} colours, inertia {pal.inertia:.6g}, "
+            f"{head}: {x}x{y}x{res.shape[2]} {pal.k} colours, {fit}, "
             f"{res.seconds:.1f} s\n    palette: {_swatches(pal)}",
             flush=True,
         )
@@ -61,8 +63,10 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
     from kmdist._dask import dashboard_link
     from kmdist.cli._progress import cluster_progress
     from kmdist.io._open import ImageReadError, open_images
-    from kmdist.pipeline._batch import segment_batch
+    from kmdist.pipeline._batch import segment_stream
     from kmdist.pipeline._options import OnExists, SegmentOptions
+    from kmdist.pipeline._palettes import load_palette
+    from kmdist.pipeline._summary import RunSummary
 
     try:
         refs = open_images(args.inputs, follow_symlinks=args.follow_symlinks)
@@ -86,48 +90,50 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
         max_pixels=args.max_pixels,
     )
     on_exists: OnExists = "overwrite" if args.overwrite else "skip" if args.resume else "error"
-    t0 = time.perf_counter()
-    finished: list[Any] = []
-
-    def report(i: int, n: int, res: Any) -> None:
-        finished.append(res)
-        _print_result(i, n, res)
-
+    palette = None
+    if args.palette is not None:
+        try:
+            palette = load_palette(args.palette)
+        except (ValueError, OSError) as exc:
+            print(f"kmdist segment: error: --palette {args.palette}: {exc}", file=sys.stderr)
+            return 1
+    # Totals only: per-image detail is printed as it comes and kept in the store.
+    summary = RunSummary()
     try:
         client = get_client()
         print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
         print(f"{len(refs)} image(s) -> {args.output}", flush=True)
         with cluster_progress(client, sys.stderr):
-            results = segment_batch(
+            for res in segment_stream(
                 refs,
                 args.output,
                 opts,
                 shared=args.shared_palette,
+                palette=palette,
                 on_exists=on_exists,
                 preview_dir=args.preview,
-                report=report,
-            )
+            ):
+                summary.add(res)
+                _print_result(summary.total, len(refs), res, args.palette)
     except KeyboardInterrupt:
         # Outputs already reported are complete; the one being written keeps no marker,
         # so `--resume` redoes exactly what is missing.
-        names = [r.name for r in finished if r.status == "done"]
         print(
-            f"\nkmdist segment: interrupted after {len(finished)} of {len(refs)} image(s); "
-            f"complete: {', '.join(names) or 'none'}. Rerun with --resume to finish.",
+            f"\nkmdist segment: interrupted after {summary.total} of {len(refs)} image(s) "
+            f"({summary.done} done). Rerun with --resume to finish the rest "
+            f"(`kmdist info --summary {args.output}` lists what is complete).",
             file=sys.stderr,
             flush=True,
         )
         return 130
-    failed = [r for r in results if not r.ok]
-    done = sum(r.status == "done" for r in results)
-    skipped = sum(r.status == "skipped" for r in results)
     print(
-        f"{done} done, {skipped} skipped, {len(failed)} failed in {time.perf_counter() - t0:.1f} s",
+        f"{summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
+        f"in {time.perf_counter() - summary.started:.1f} s",
         flush=True,
     )
-    for res in failed:
-        print(f"kmdist segment: {res.error}", file=sys.stderr)
-    return 1 if failed else 0
+    for _, _, error in summary.failures:
+        print(f"kmdist segment: {error}", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -186,7 +192,7 @@ def _demo(args: argparse.Namespace) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     result = run_demo(out, k=args.k, announce=lambda line: print(line, flush=True))
-    for row in result["summary"]:
+    for row in result["rows"]:
         print(f"{row['image']}: {row['size']}, {row['k']} colours, inertia {row['inertia']:.6g}")
     print(f"Segmented: {out / 'segmented.zarr'} (kmdist info {out / 'segmented.zarr'})")
     print(f"Previews:  {out / 'previews'}")
@@ -236,7 +242,13 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("-o", "--output", required=True, help="output Zarr store (OUT.zarr)")
     seg.add_argument("--method", choices=["auto", "exact", "minibatch"], default="auto")
     seg.add_argument("--color-space", choices=["rgb", "lab"], default="rgb")
-    seg.add_argument("--shared-palette", action="store_true", help="one palette for all images")
+    which = seg.add_mutually_exclusive_group()
+    which.add_argument("--shared-palette", action="store_true", help="one palette for all images")
+    which.add_argument(
+        "--palette",
+        metavar="FILE|STORE[:NAME]",
+        help="label every image with a saved palette (JSON) or one from a store",
+    )
     seg.add_argument("--seed", type=int, default=0)
     seg.add_argument("--init", choices=["k-means++", "random"], default="k-means++")
     seg.add_argument(

@@ -8,26 +8,62 @@ workers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from kmdist._dask import active_client
 from kmdist.io._listing import ImageRef
 from kmdist.palette._palette import Palette
-from kmdist.pipeline._image import label_and_write, segment_one
+from kmdist.pipeline._image import segment_one
 from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions
 from kmdist.pipeline._palettes import shared_palette
 from kmdist.pipeline._small import small_batches_on_cluster
 
-__all__ = [
-    "ImageResult",
-    "OnExists",
-    "SegmentOptions",
-    "label_and_write",
-    "segment_batch",
-    "segment_one",
-    "shared_palette",
-]
+__all__ = ["iter_segment", "segment_batch", "segment_stream"]
+
+
+def iter_segment(
+    refs: Iterable[ImageRef],
+    store: str | Path,
+    opts: SegmentOptions,
+    *,
+    palette: Palette | None = None,
+    lut: Any = None,
+    on_exists: OnExists = "error",
+    preview_dir: str | Path | None = None,
+) -> Iterator[ImageResult]:
+    """Segment the images of `refs` into `store`, yielding each result as it finishes.
+
+    The engine of ``kmdist segment`` and of the flows. `refs` is consumed as work is
+    submitted, with a bounded amount in flight, and every image is written as soon as
+    its palette is ready, so neither memory nor the time to the first complete image
+    grows with the number of images. On a cluster, small images run a batch per task
+    on the workers; larger ones take the chunked path, one at a time, each one's chunks
+    spread over the workers, while the small batches go on. With `palette` (and its
+    lookup table `lut`), every image is labelled with it instead of its own. Failures
+    are results, never exceptions: one bad image never stops the others.
+    """
+    client = active_client()
+    if client is None or preview_dir is not None:
+        for ref in refs:
+            yield segment_one(
+                ref,
+                store,
+                opts,
+                palette=palette,
+                lut=lut,
+                on_exists=on_exists,
+                preview_dir=preview_dir,
+            )
+        return
+    for ref, small in small_batches_on_cluster(
+        client, refs, store, opts, palette=palette, lut=lut, on_exists=on_exists
+    ):
+        if small is not None:
+            yield small
+        else:  # larger than SMALL_PIXELS: the chunked path, while the batches run on
+            yield segment_one(ref, store, opts, palette=palette, lut=lut, on_exists=on_exists)
 
 
 def segment_batch(
@@ -36,6 +72,7 @@ def segment_batch(
     opts: SegmentOptions,
     *,
     shared: bool = False,
+    palette: Palette | None = None,
     on_exists: OnExists = "error",
     preview_dir: str | Path | None = None,
     report: Callable[[int, int, ImageResult], None] | None = None,
@@ -43,14 +80,52 @@ def segment_batch(
     """Segment every image of `refs` into `store`; failures are recorded, not raised.
 
     With `shared`, one palette is learned from all images (those that can be opened)
-    and every image is labelled with it, so a colour has the same label everywhere.
-    `report(i, n, result)` is called after each image.
+    and every image is labelled with it, so a colour has the same label everywhere;
+    with `palette`, that palette is used for every image. `report(i, n, result)` is
+    called after each image. Results come back in the order of `refs`; see
+    `iter_segment` for a stream that keeps none of them.
     """
     results: list[ImageResult] = []
-    palette: Palette | None = None
+
+    def note(res: ImageResult) -> None:
+        results.append(res)
+        if report is not None:
+            report(len(results), len(refs), res)
+
+    for res in segment_stream(
+        refs,
+        store,
+        opts,
+        shared=shared,
+        palette=palette,
+        on_exists=on_exists,
+        preview_dir=preview_dir,
+    ):
+        note(res)
+    # Batches finish out of order; results follow the input order.
+    position = {r.name: i for i, r in enumerate(refs)}
+    results.sort(key=lambda r: position[r.name])
+    return results
+
+
+def segment_stream(
+    refs: Iterable[ImageRef],
+    store: str | Path,
+    opts: SegmentOptions,
+    *,
+    shared: bool = False,
+    palette: Palette | None = None,
+    on_exists: OnExists = "error",
+    preview_dir: str | Path | None = None,
+) -> Iterator[ImageResult]:
+    """`iter_segment`, with a shared palette learned first when `shared` is asked for.
+
+    A shared palette needs every image's histogram before the first image is labelled,
+    so `refs` is then read twice (and held as a list between the passes).
+    """
     lut = None
-    todo = list(refs)
-    if shared:
+    if shared and palette is None:
+        todo = list(refs)
         try:
             palette, lut, todo, failed = shared_palette(todo, opts)
         except (ValueError, OSError) as exc:
@@ -59,39 +134,14 @@ def segment_batch(
                 for r in todo
             ]
             todo = []
-        for res in failed:
-            results.append(res)
-            if report is not None:
-                report(len(results), len(refs), res)
-    client = active_client()
-    if client is not None and preview_dir is None and len(todo) > 1:
-        # Many images on a cluster: small ones whole in memory, a batch per task, in
-        # parallel on the workers; larger ones (None) stay on the chunked path below.
-        large: list[ImageRef] = []
-        for ref, small in small_batches_on_cluster(
-            client, todo, store, opts, palette=palette, lut=lut, on_exists=on_exists
-        ):
-            if small is None:
-                large.append(ref)
-                continue
-            results.append(small)
-            if report is not None:
-                report(len(results), len(refs), small)
-        todo = large
-    for ref in todo:
-        res = segment_one(
-            ref,
-            store,
-            opts,
-            palette=palette,
-            lut=lut,
-            on_exists=on_exists,
-            preview_dir=preview_dir,
-        )
-        results.append(res)
-        if report is not None:
-            report(len(results), len(refs), res)
-    # Batches finish out of order; results follow the input order.
-    position = {r.name: i for i, r in enumerate(refs)}
-    results.sort(key=lambda r: position[r.name])
-    return results
+        yield from failed
+        refs = todo
+    yield from iter_segment(
+        refs,
+        store,
+        opts,
+        palette=palette,
+        lut=lut,
+        on_exists=on_exists,
+        preview_dir=preview_dir,
+    )

@@ -16,6 +16,7 @@ from kmdist.palette._palette import Palette
 from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions, attempt
 from kmdist.pipeline._palettes import palette_for
 from kmdist.store._blocks import blocks_for, write_blocks
+from kmdist.store._errors import OutputError
 from kmdist.store._preview import write_preview
 from kmdist.store._read import open_segmentation
 from kmdist.store._write import write_segmentation
@@ -55,7 +56,11 @@ def segment_one(
             # The stored labels, not `labels`: that would label the image a second time.
             stored = open_segmentation(store, ref.name).labels
             path = join(os.fspath(preview_dir), f"{ref.name}.png")
-            preview = str(write_preview(path, image, stored, pal))
+            try:
+                preview = str(write_preview(path, image, stored, pal))
+            except OSError as exc:
+                # The segmentation is complete; the image fails for its preview alone.
+                raise OutputError(f"{path}: cannot write the preview: {exc}") from exc
         shape = tuple(int(s) for s in image.shape)
         return ImageResult(ref.name, ref.source, "done", shape, pal, preview=preview)
 

@@ -80,6 +80,9 @@ class ImageResult:
     error: str | None = None
     preview: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Failed with an I/O error that another attempt may not meet (a network or disk
+    #: hiccup), not a problem with the image or the parameters.
+    retryable: bool = False
 
     @property
     def ok(self) -> bool:
@@ -109,7 +112,13 @@ def attempt[R: ImageResult | None](
         result = step()
     except (ValueError, OSError) as exc:  # ImageReadError, OutputError, bad parameters
         return ImageResult(
-            ref.name, ref.source, "failed", seconds=time.perf_counter() - t0, error=named(ref, exc)
+            ref.name,
+            ref.source,
+            "failed",
+            seconds=time.perf_counter() - t0,
+            error=named(ref, exc),
+            # ImageReadError and OutputError are ValueErrors: the image, not the disk.
+            retryable=isinstance(exc, OSError) and not isinstance(exc, ValueError),
         )
     if isinstance(result, ImageResult):
         result.seconds = time.perf_counter() - t0

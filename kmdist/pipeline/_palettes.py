@@ -7,6 +7,7 @@ array) and a shared palette (merged histograms, or pixels pooled from every imag
 
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Sequence
 from typing import Any
@@ -28,8 +29,9 @@ from kmdist.palette._histogram import (
 from kmdist.palette._learn import learn_palette, palette_from_histogram
 from kmdist.palette._palette import Palette
 from kmdist.pipeline._options import ImageResult, SegmentOptions, named
+from kmdist.store._errors import OutputError
 
-__all__ = ["exact_palette_and_lut", "palette_for", "shared_palette"]
+__all__ = ["exact_palette_and_lut", "load_palette", "palette_for", "shared_palette"]
 
 
 def palette_for(image: da.Array | npt.NDArray[Any], opts: SegmentOptions) -> tuple[Palette, Any]:
@@ -127,3 +129,32 @@ def shared_palette(
         return palette, lut, good, failed
     pal = learn_palette(images, opts.n_colors, method=opts.method, **opts.palette_kwargs())
     return pal, None, good, failed
+
+
+def load_palette(spec: str) -> Palette:
+    """Read a saved palette: a JSON file (`Palette.save`) or ``STORE:NAME`` of a store.
+
+    ``STORE`` alone is accepted when the store holds exactly one image. The palette
+    keeps its colours and their order, so the same label means the same colour in
+    every run that applies it.
+
+    Raises
+    ------
+    ValueError
+        (`PaletteError` or `OutputError`) naming `spec` when it cannot be read.
+    """
+    from kmdist.store._read import iter_segmentations, open_segmentation
+
+    if spec.lower().endswith(".json"):
+        return Palette.load(spec)
+    store, _, name = spec.rpartition(":")
+    if not store or "/" in name or not name:
+        # No image named: the store's only image, if it has one.
+        store, name = spec, ""
+    if not name:
+        names = [info.name for info in itertools.islice(iter_segmentations(store), 2)]
+        if len(names) != 1:
+            found = "no images" if not names else "more than one image"
+            raise OutputError(f"{store}: holds {found}; name one as {store}:NAME")
+        name = names[0]
+    return open_segmentation(store, name).palette

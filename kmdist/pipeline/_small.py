@@ -9,7 +9,8 @@ images is one task on a worker, so that the workers run batches side by side.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,7 @@ def segment_small_batch(
 
 def small_batches_on_cluster(
     client: Any,
-    refs: Sequence[ImageRef],
+    refs: Iterable[ImageRef],
     store: str | Path,
     opts: SegmentOptions,
     *,
@@ -94,13 +95,17 @@ def small_batches_on_cluster(
     lut: npt.NDArray[Any] | None = None,
     on_exists: OnExists = "error",
     batch: int | None = None,
+    window: int | None = None,
 ) -> Iterator[tuple[ImageRef, ImageResult | None]]:
     """Run `segment_small_batch` over `refs` on the workers of `client`, batch by batch.
 
-    Yields each image with its result as batches finish; None means the image is left to
-    the caller's chunked path (larger than `SMALL_PIXELS`, or `opts.chunks` is set).
-    `batch` images per task; by default up to 16, fewer for short lists. A batch whose worker dies
-    is retried by Dask; if it still fails, its images fail with the reason.
+    `refs` is consumed as batches are submitted, with at most `window` batches in
+    flight (by default four per worker), so a stream of a million images holds a few
+    hundred at a time. Yields each image with its result as batches finish; None means
+    the image is left to the caller's chunked path (larger than `SMALL_PIXELS`, or
+    `opts.chunks` is set). `batch` images per task; by default up to 16, fewer for short
+    streams, so that every worker gets work. A batch whose worker dies is retried by
+    Dask; if it still fails, its images fail with the reason.
     """
     from distributed import as_completed
 
@@ -109,14 +114,23 @@ def small_batches_on_cluster(
         # in the stored chunks.
         yield from ((r, None) for r in refs)
         return
+    workers = max(1, len(client.scheduler_info().get("workers", {})))
+    window = window or 4 * workers
+    stream = iter(refs)
     if batch is None:
-        # Four batches per worker at least, so that progress shows and work spreads.
-        workers = max(1, len(client.scheduler_info().get("workers", {})))
-        batch = max(1, min(_BATCH, len(refs) // (4 * workers)))
+        # A short stream is split so every worker gets batches: look ahead a window.
+        head = list(itertools.islice(stream, window * _BATCH))
+        full = len(head) == window * _BATCH
+        batch = _BATCH if full else max(1, min(_BATCH, len(head) // (4 * workers)))
+        stream = itertools.chain(head, stream)
     shared = None if lut is None else client.scatter(lut, broadcast=True, hash=True)
-    futures = {}
-    for start in range(0, len(refs), batch):
-        part = list(refs[start : start + batch])
+    running = as_completed()
+    parts: dict[Any, list[ImageRef]] = {}
+
+    def submit() -> bool:
+        part = list(itertools.islice(stream, batch))
+        if not part:
+            return False
         future = client.submit(
             segment_small_batch,
             part,
@@ -128,11 +142,18 @@ def small_batches_on_cluster(
             pure=False,
             retries=1,
         )
-        futures[future] = part
-    for future in as_completed(futures):
-        part = futures.pop(future)
+        parts[future] = part
+        running.add(future)
+        return True
+
+    for _ in range(window):
+        if not submit():
+            break
+    for future in running:
+        part = parts.pop(future)
         try:
             results: list[ImageResult | None] = future.result()
         except Exception as exc:  # the task itself failed (a worker died twice)
             results = [ImageResult(r.name, r.source, "failed", error=named(r, exc)) for r in part]
+        submit()
         yield from zip(part, results, strict=True)

@@ -185,11 +185,21 @@ def _check_labels(labels: Labels, palette: Palette) -> Labels:
     return labels if labels.dtype == dtype else labels.astype(dtype)
 
 
+@functools.cache
+def _version() -> str:
+    # Looked up once: reading the package metadata costs milliseconds an image.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kmdist")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
 def _kmdist_block(
     palette: Palette, source: str, extra: Mapping[str, Any] | None, run: str | None
 ) -> dict[str, Any]:
-    from kmdist import __version__ as kmdist_version
-
+    kmdist_version = _version()
     extra = dict(extra or {})
     clash = sorted(RESERVED_KEYS & extra.keys())
     if clash:

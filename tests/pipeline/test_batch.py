@@ -165,3 +165,45 @@ def test_an_image_held_on_the_cluster_is_read_once_with_the_same_output(
     )
     assert_array_equal(a.palette.colors, b.palette.colors)
     assert_array_equal(a.labels.compute(), b.labels.compute())
+
+
+def test_a_stream_is_consumed_as_work_is_submitted(photos, tmp_path, local_client):
+    # A stream of many images: at most a window of batches is read ahead of the first
+    # result, and every image comes back.
+    from kmdist import iter_segment
+    from kmdist.pipeline import _small
+
+    (ref,) = [r for r in open_images(photos) if r.name == "china"]
+    pulled = []
+
+    def many():
+        for i in range(2_000):
+            pulled.append(i)
+            yield type(ref)(f"im{i}", ref.source, ref._path)
+
+    stream = iter_segment(many(), tmp_path / "o.zarr", SegmentOptions(n_colors=3))
+    first = next(stream)
+    assert first.ok
+    workers = len(local_client.scheduler_info()["workers"])
+    # The look-ahead (a window of full batches) and one more batch submitted since.
+    assert len(pulled) <= (4 * workers + 1) * _small._BATCH < 2_000
+    rest = list(stream)
+    assert len(rest) == 1_999 and all(r.status == "done" for r in rest)
+    assert len(list_segmentations(tmp_path / "o.zarr")) == 2_000
+
+
+def test_a_saved_palette_labels_every_image_with_its_colours(photos, tmp_path):
+    from kmdist import load_palette
+
+    refs = open_images(photos)
+    first = tmp_path / "first.zarr"
+    segment_batch(refs, first, SegmentOptions(n_colors=4))
+    palette = load_palette(f"{first}:china")
+    out = tmp_path / "applied.zarr"
+    results = segment_batch(refs, out, SegmentOptions(n_colors=4), palette=palette)
+    assert [r.status for r in results] == ["failed", "done", "done"]  # broken, china, flower
+    for name in ("china", "sub_flower"):
+        seg = open_segmentation(out, name)
+        assert seg.palette == palette
+        image = open_images(photos)[[r.name for r in refs].index(name)].open().compute()
+        assert_array_equal(seg.labels.compute(), segment(image, palette).compute())

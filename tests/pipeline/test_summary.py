@@ -1,0 +1,67 @@
+"""A run's summary: exact totals, every failure, the slowest images, a bounded size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from kmdist import ImageResult, Palette, RunSummary
+
+
+def result(i: int, status: str = "done", seconds: float = 0.01) -> ImageResult:
+    palette = Palette(np.array([[0, 0, 0]]), np.array([1]), 0.0)
+    return ImageResult(
+        f"im{i}",
+        f"in/im{i}.png",
+        status,  # type: ignore[arg-type]
+        shape=(64, 32, 3),
+        palette=palette,
+        seconds=seconds,
+        error=f"in/im{i}.png: cannot decode the image" if status == "failed" else None,
+    )
+
+
+def summary_of(n: int) -> RunSummary:
+    s = RunSummary()
+    for i in range(n):
+        s.add(result(i, seconds=i / 1000))
+    s.add(result(n, "failed"))
+    s.add(result(n + 1, "skipped"))
+    return s
+
+
+def test_totals_failures_and_slowest():
+    s = summary_of(100)
+    assert (s.done, s.failed, s.skipped, s.total) == (100, 1, 1, 102)
+    assert s.pixels == 100 * 64 * 32
+    assert s.failures == [("im100", "in/im100.png", "in/im100.png: cannot decode the image")]
+    assert [name for _, name in s.slowest] == [f"im{i}" for i in range(99, 89, -1)]
+    assert abs(s.image_seconds - sum(i / 1000 for i in range(100))) < 1e-9
+
+
+def test_merged_batches_equal_one_summary():
+    whole = summary_of(50)
+    parts = RunSummary()
+    for start in range(0, 50, 7):
+        part = RunSummary()
+        for i in range(start, min(50, start + 7)):
+            part.add(result(i, seconds=i / 1000))
+        parts.merge(part)
+    tail = RunSummary()
+    tail.add(result(50, "failed"))
+    tail.add(result(51, "skipped"))
+    parts.merge(tail)
+    for field in ("done", "failed", "skipped", "pixels", "failures", "slowest"):
+        assert getattr(parts, field) == getattr(whole, field), field
+
+
+def test_size_does_not_grow_with_the_archive():
+    small, large = summary_of(10), summary_of(100_000)
+    small_json = json.dumps({**small.as_dict(), "wall_seconds": 0, "images_per_second": 0})
+    large_json = json.dumps({**large.as_dict(), "wall_seconds": 0, "images_per_second": 0})
+    # Only digits differ (counts, names and times of the ten slowest): the same failure
+    # and ten slowest images either way, never a row per image.
+    assert len(large_json) - len(small_json) < 150 and len(large_json) < 1_000
+    assert len(large.markdown("run")) - len(small.markdown("run")) < 150
+    assert "| im100000 | in/im100000.png |" in large.markdown("run")
