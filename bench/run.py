@@ -25,7 +25,7 @@ from common import RESULTS, ROOT, python
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOT = ROOT / "docs" / "images" / "benchmarks.png"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-BENCHES = ("palette", "end_to_end", "archive", "memory", "scaling", "estimators")
+BENCHES = ("palette", "end_to_end", "archive", "memory", "scaling", "estimators", "store_growth")
 
 
 def _command(name: str, quick: bool, work: Path, cap: float) -> list[str] | None:
@@ -39,7 +39,9 @@ def _command(name: str, quick: bool, work: Path, cap: float) -> list[str] | None
             cmd += ["--side", "16384", "--workers", "1", "--save", "scaling"]
         return cmd
     cmd = [python(), str(here / f"{name}.py")]
-    if name not in ("palette", "estimators"):
+    if name == "store_growth":
+        cmd += ["--work", str(work)]
+    elif name not in ("palette", "estimators"):
         cmd += ["--work", str(work), "--cap", str(cap)]
     return [*cmd, "--quick"] if quick else cmd
 

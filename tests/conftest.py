@@ -15,6 +15,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+# Prefect's console log handler keeps the stderr of the moment it is set up. Set it up
+# now, on the session's stderr: set up first inside a test using `capsys`, it would keep
+# that test's stream, closed by the next test that logs through Prefect.
+import prefect.main  # noqa: F401
 import pytest
 
 SEED = 20261125

@@ -17,6 +17,8 @@ __all__ = ["main"]
 
 # `kmdist info`'s exit code when any image of the store is incomplete.
 _INCOMPLETE = 3
+# Complete images named when a run is interrupted (then a count of the others).
+_NAMED = 20
 
 
 def _swatches(palette: Any, limit: int = 16) -> str:
@@ -99,6 +101,7 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
             return 1
     # Totals only: per-image detail is printed as it comes and kept in the store.
     summary = RunSummary()
+    shown_done: list[str] = []  # the first complete images, named if interrupted
     try:
         client = get_client()
         print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
@@ -114,14 +117,18 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
                 preview_dir=args.preview,
             ):
                 summary.add(res)
+                if res.status == "done" and len(shown_done) < _NAMED:
+                    shown_done.append(res.name)
                 _print_result(summary.total, len(refs), res, args.palette)
     except KeyboardInterrupt:
         # Outputs already reported are complete; the one being written keeps no marker,
         # so `--resume` redoes exactly what is missing.
+        more = summary.done - len(shown_done)
+        names = ", ".join(shown_done) + (f" and {more} more" if more else "")
         print(
-            f"\nkmdist segment: interrupted after {summary.total} of {len(refs)} image(s) "
-            f"({summary.done} done). Rerun with --resume to finish the rest "
-            f"(`kmdist info --summary {args.output}` lists what is complete).",
+            f"\nkmdist segment: interrupted after {summary.total} of {len(refs)} image(s); "
+            f"complete: {names or 'none'}. Rerun with --resume to finish the rest "
+            f"(`kmdist info --summary {args.output}` lists what is incomplete).",
             file=sys.stderr,
             flush=True,
         )
