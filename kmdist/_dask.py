@@ -101,6 +101,29 @@ def _local_cluster(
     memory_limit: str | float | None,
     dashboard_address: str,
 ) -> LocalCluster:
+    # distributed's Nanny copies its pre-spawn environment into os.environ and lets
+    # os.environ win over the config, so after an earlier LocalCluster in this process
+    # Dask's own default would replace kmdist's: the variables are set while the
+    # workers are spawned, then put back.
+    names = {key.rsplit(".", 1)[1]: value for key, value in _WORKER_MALLOC.items()}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        return _start_local_cluster(n_workers, threads_per_worker, memory_limit, dashboard_address)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _start_local_cluster(
+    n_workers: int | None,
+    threads_per_worker: int,
+    memory_limit: str | float | None,
+    dashboard_address: str,
+) -> LocalCluster:
     with dask.config.set(_WORKER_MALLOC):
         return LocalCluster(
             n_workers=n_workers or max(1, os.cpu_count() or 1),

@@ -95,12 +95,6 @@ def test_dask_client_starts_and_stops_a_local_cluster(monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: distributed's Nanny copies its pre-spawn environment into os.environ and "
-    "lets os.environ win over the config, so after any earlier LocalCluster in the "
-    "process (Dask's default MALLOC_TRIM_THRESHOLD_=65536) kmdist's 16 MiB is lost",
-)
 def test_local_cluster_malloc_settings_survive_an_earlier_cluster(local_cluster, monkeypatch):
     monkeypatch.delenv(ENV_ADDRESS, raising=False)
     # The session's cluster (Dask's defaults) was started in this process first.

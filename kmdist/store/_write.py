@@ -117,6 +117,7 @@ def write_segmentation(
     --------
     >>> import shutil, tempfile
     >>> from pathlib import Path
+    >>> from kmdist import is_complete, open_segmentation
     >>> labels = da.from_array(np.array([[0, 0, 1], [0, 1, 1]], dtype=np.uint8))
     >>> palette = Palette(np.array([[255, 0, 0], [0, 0, 255]]), np.array([3, 3]), 0.0)
     >>> store = Path(tempfile.mkdtemp()) / "out.zarr"

@@ -65,9 +65,13 @@ class Counter:
             # `mkdir(exist_ok=True)`, whose number of stats depends on their timing.
             path = os.fspath(args[0]) if args and isinstance(args[0], str | Path) else ""
             if path and self.own is not None and not (path + "/").startswith(self.own + "/"):
-                # What a call touches, not how often: zarr's threads create folders
-                # with `mkdir(exist_ok=True)`, whose number of stats depends on timing.
-                self.touched.add((name, os.path.relpath(path, os.path.dirname(self.own))))
+                # What a call touches in the store, not how often: zarr's threads create
+                # folders with `mkdir(exist_ok=True)`, whose number of stats depends on
+                # timing; paths outside the store (/proc, read by a Dask cluster's
+                # monitor thread) are not the write's.
+                rel = os.path.relpath(path, os.path.dirname(self.own))
+                if not rel.startswith(".."):
+                    self.touched.add((name, rel))
             return fn(*args, **kwargs)
 
         return counted
