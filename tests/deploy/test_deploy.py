@@ -43,7 +43,7 @@ from sklearn.datasets import load_sample_image
 
 import kmdist
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent  # the venv's `prefect` and `dask` commands
 FLOW_NAME = "segment-archive"
