@@ -304,7 +304,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         # Hermetic: no scheduled run may start while the tests run (02:00 UTC).
         for name in ("nightly-archive", "nightly-archive-k8s"):
             dep = stack.deployment(name)
-            http.patch(f"{api}/deployments/{dep['id']}", json={"paused": True}).raise_for_status()
+            # The server may answer 503 while its SQLite database is busy (the worker
+            # and `prefect deploy` write at once): ask again, a bounded number of times.
+            for _ in range(20):
+                r = http.patch(f"{api}/deployments/{dep['id']}", json={"paused": True})
+                if r.status_code != 503:
+                    break
+                time.sleep(0.5)
+            r.raise_for_status()
 
         def worker_online() -> bool:
             r = http.post(f"{api}/work_pools/{process_pool}/workers/filter", json={})
