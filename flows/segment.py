@@ -174,10 +174,15 @@ def _run(
             total = summary.total + len(refs)
             running: dict[PrefectFuture[Any], list[ImageRef]] = {}
             batches = _batches(refs, concurrency)
+
+            def submit(batch: list[ImageRef]) -> None:
+                future = segment_images.submit(
+                    batch, output, opts, palette, lut, overwrite, preview_dir
+                )
+                running[future] = batch
+
             for batch in itertools.islice(batches, 2 * concurrency):
-                running[
-                    segment_images.submit(batch, output, opts, palette, lut, overwrite, preview_dir)
-                ] = batch
+                submit(batch)
             # A bounded number of batches in flight: the next is submitted as one ends.
             while running:
                 future = next(as_completed(list(running)))
@@ -202,11 +207,7 @@ def _run(
                 update_progress_artifact(progress, 100.0 * summary.total / max(1, total))
                 nxt = next(batches, None)
                 if nxt is not None:
-                    running[
-                        segment_images.submit(
-                            nxt, output, opts, palette, lut, overwrite, preview_dir
-                        )
-                    ] = nxt
+                    submit(nxt)
     except (ValueError, OSError) as exc:  # the inputs, the palette or the store
         message = f"{where}: {exc}" if where not in str(exc) else str(exc)
         summary.failures.append(("(run)", where, message))

@@ -44,26 +44,21 @@ def iter_segment(
     lookup table `lut`), every image is labelled with it instead of its own. Failures
     are results, never exceptions: one bad image never stops the others.
     """
+
+    def chunked(ref: ImageRef) -> ImageResult:
+        return segment_one(
+            ref, store, opts, palette=palette, lut=lut, on_exists=on_exists, preview_dir=preview_dir
+        )
+
     client = active_client()
     if client is None or preview_dir is not None:
-        for ref in refs:
-            yield segment_one(
-                ref,
-                store,
-                opts,
-                palette=palette,
-                lut=lut,
-                on_exists=on_exists,
-                preview_dir=preview_dir,
-            )
+        yield from map(chunked, refs)
         return
     for ref, small in small_batches_on_cluster(
         client, refs, store, opts, palette=palette, lut=lut, on_exists=on_exists
     ):
-        if small is not None:
-            yield small
-        else:  # larger than SMALL_PIXELS: the chunked path, while the batches run on
-            yield segment_one(ref, store, opts, palette=palette, lut=lut, on_exists=on_exists)
+        # None: larger than SMALL_PIXELS, the chunked path while the batches run on.
+        yield small if small is not None else chunked(ref)
 
 
 def segment_batch(
@@ -87,11 +82,6 @@ def segment_batch(
     """
     results: list[ImageResult] = []
 
-    def note(res: ImageResult) -> None:
-        results.append(res)
-        if report is not None:
-            report(len(results), len(refs), res)
-
     for res in segment_stream(
         refs,
         store,
@@ -101,7 +91,9 @@ def segment_batch(
         on_exists=on_exists,
         preview_dir=preview_dir,
     ):
-        note(res)
+        results.append(res)
+        if report is not None:
+            report(len(results), len(refs), res)
     # Batches finish out of order; results follow the input order.
     position = {r.name: i for i, r in enumerate(refs)}
     results.sort(key=lambda r: position[r.name])
