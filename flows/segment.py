@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, Literal, cast
 from uuid import UUID
@@ -44,6 +45,8 @@ ColorSpace = Literal["rgb", "lab"]
 IMAGE_CONCURRENCY = 4
 # Most images per Prefect task (see `_batches`).
 BATCH = 64
+# Least seconds between two progress lines in the flow's log.
+PROGRESS_SECONDS = 10.0
 
 
 def _retry_io_only(task: Any, task_run: Any, state: State) -> bool:
@@ -174,6 +177,7 @@ def _run(
             total = summary.total + len(refs)
             running: dict[PrefectFuture[Any], list[ImageRef]] = {}
             batches = _batches(refs, concurrency)
+            next_line = time.monotonic() + PROGRESS_SECONDS
 
             def submit(batch: list[ImageRef]) -> None:
                 future = segment_images.submit(
@@ -196,21 +200,25 @@ def _run(
                 summary.merge(part)
                 for name, source, error in part.failures:
                     log.error("%s (%s) failed: %s", name, source, error)
-                log.info(
-                    "%d of %d image(s): %d done, %d skipped, %d failed",
-                    summary.total,
-                    total,
-                    summary.done,
-                    summary.skipped,
-                    summary.failed,
-                )
+                # A line every `PROGRESS_SECONDS` at most, whatever the archive's size;
+                # the progress artifact follows every batch.
+                if time.monotonic() >= next_line or summary.total == total:
+                    next_line = time.monotonic() + PROGRESS_SECONDS
+                    log.info(
+                        "%d of %d image(s): %d done, %d skipped, %d failed",
+                        summary.total,
+                        total,
+                        summary.done,
+                        summary.skipped,
+                        summary.failed,
+                    )
                 update_progress_artifact(progress, 100.0 * summary.total / max(1, total))
                 nxt = next(batches, None)
                 if nxt is not None:
                     submit(nxt)
     except (ValueError, OSError) as exc:  # the inputs, the palette or the store
         message = f"{where}: {exc}" if where not in str(exc) else str(exc)
-        summary.failures.append(("(run)", where, message))
+        summary.run_error = message
         _publish(summary, output)
         log.error("%s", message)
         return Failed(message=message)

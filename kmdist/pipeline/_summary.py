@@ -38,6 +38,9 @@ class RunSummary:
         Failures from I/O errors that another attempt may not meet.
     slowest : list of (seconds, name)
         The slowest images segmented, slowest first (at most 10).
+    run_error : str or None
+        Why the run itself stopped (its inputs, palette or store), not any one image's
+        failure: it is reported apart and counts no image.
     """
 
     done: int = 0
@@ -48,6 +51,7 @@ class RunSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     retryable: int = 0
     slowest: list[tuple[float, str]] = field(default_factory=list)
+    run_error: str | None = None
     started: float = field(default_factory=time.perf_counter, repr=False)
 
     @property
@@ -101,6 +105,7 @@ class RunSummary:
                 for name, source, error in self.failures
             ],
             "slowest": [{"image": name, "seconds": round(s, 3)} for s, name in self.slowest],
+            "run_error": self.run_error,
         }
 
     def markdown(self, title: str) -> str:
@@ -113,11 +118,18 @@ class RunSummary:
             f"{d['failed']} failed; {d['megapixels']} megapixels in {d['wall_seconds']} s"
             f" ({d['images_per_second']} images/s).",
         ]
+        if self.run_error is not None:
+            lines += ["", "## Run failed", "", self.run_error]
         if self.failures:
             lines += ["", "## Failed", "", "| image | source | error |", "|---|---|---|"]
-            lines += [f"| {n} | {s} | {e} |" for n, s, e in self.failures]
+            lines += [f"| {_cell(n)} | {_cell(s)} | {_cell(e)} |" for n, s, e in self.failures]
         if self.slowest:
             lines += ["", "## Slowest", "", "| image | seconds |", "|---|---|"]
-            lines += [f"| {n} | {s:.2f} |" for s, n in self.slowest]
+            lines += [f"| {_cell(n)} | {s:.2f} |" for s, n in self.slowest]
         lines += ["", "Per-image detail: `kmdist info --summary STORE` or `kmdist info STORE`."]
         return "\n".join(lines)
+
+
+def _cell(text: str) -> str:
+    """`text` as one Markdown table cell: a ``|`` or a line break would end it early."""
+    return " ".join(text.split()).replace("|", "\\|")

@@ -286,3 +286,34 @@ def test_io_error_is_retried(archive, tmp_path, local_cluster, monkeypatch):
     assert state.is_completed(), state.message
     assert len(calls) == 2
     assert list_segmentations(tmp_path / "o.zarr")[0].complete
+
+
+@pytest.mark.parametrize("what", ["missing folder", "no images"])
+def test_input_problem_fails_the_run_naming_it_and_publishes_the_summary(
+    what, tmp_path, local_cluster
+):
+    from prefect.client.orchestration import get_client
+
+    source = tmp_path / "data"
+    if what == "no images":
+        source.mkdir()
+        (source / "notes.txt").write_text("not an image")
+    state = segment_archive(
+        str(source),
+        str(tmp_path / "o.zarr"),
+        k=4,
+        dask_address=local_cluster.scheduler_address,
+        return_state=True,
+    )
+    assert state.is_failed()
+    expected = "file not found" if what == "missing folder" else "no images found"
+    assert str(source) in state.message and expected in state.message
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as api:
+        arts = {a.key: a for a in api.read_artifacts() if a.flow_run_id == run_id}
+    report = arts["segmentation-summary"].data
+    # The run's error is reported apart from the images' table, and counts no image.
+    assert "0 image(s): 0 done, 0 skipped, 0 failed" in report
+    assert f"## Run failed\n\n{state.message}" in report
+    assert "## Failed" not in report
+    assert not (tmp_path / "o.zarr").exists()

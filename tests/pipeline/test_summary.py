@@ -65,3 +65,22 @@ def test_size_does_not_grow_with_the_archive():
     assert len(large_json) - len(small_json) < 150 and len(large_json) < 1_000
     assert len(large.markdown("run")) - len(small.markdown("run")) < 150
     assert "| im100000 | in/im100000.png |" in large.markdown("run")
+
+
+def test_run_error_is_reported_apart_and_counts_no_image():
+    s = summary_of(3)
+    s.run_error = "photos/: file not found"
+    d = s.as_dict()
+    assert (d["images"], d["failed"], d["run_error"]) == (5, 1, "photos/: file not found")
+    assert [f["image"] for f in d["failures"]] == ["im3"]
+    md = s.markdown("run")
+    assert "## Run failed\n\nphotos/: file not found" in md
+    assert RunSummary().as_dict()["run_error"] is None
+
+
+def test_failure_table_cells_survive_pipes_and_line_breaks():
+    s = RunSummary()
+    bad = ImageResult("a|b", "in/a|b.png", "failed", error="line one\nline | two")
+    s.add(bad)
+    rows = [line for line in s.markdown("run").splitlines() if line.startswith("| a")]
+    assert rows == ["| a\\|b | in/a\\|b.png | line one line \\| two |"]
