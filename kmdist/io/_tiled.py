@@ -19,6 +19,7 @@ import numpy as np
 import numpy.typing as npt
 import tifffile
 import zarr
+from PIL import Image
 
 from kmdist._fs import Stamp, is_url, join, open_input, remote, stat
 from kmdist.io._chunks import MAX_CHUNK_BYTES, WHOLE_CHUNK, aligned_chunks
@@ -49,6 +50,7 @@ class Layout:
     keep: int | None = None  # channels kept: drops trailing alpha
     palette: NDArray | None = field(default=None, compare=False)  # (n, 3) uint8 colours
     cmyk: bool = False  # four ink channels, converted to RGB
+    ycbcr: bool = False  # 8-bit YCbCr samples that tifffile leaves unconverted
 
     @property
     def selection(self) -> tuple[int | slice, ...]:
@@ -61,7 +63,7 @@ class Layout:
         c = self.shape[self.roles.index("c")] if "c" in self.roles else 1
         if self.keep is not None:
             c = min(c, self.keep)
-        if self.palette is not None or self.cmyk:
+        if self.palette is not None or self.cmyk or self.ycbcr:
             c = 3
         return self.shape[self.roles.index("y")], self.shape[self.roles.index("x")], c
 
@@ -87,6 +89,8 @@ def to_yxc(arr: Any, layout: Layout) -> Any:
         return _to_rgb(_lookup, arr, np.dtype(np.uint8), layout.palette)
     if layout.cmyk:
         return _to_rgb(_cmyk_to_rgb, arr, arr.dtype)
+    if layout.ycbcr:
+        return _to_rgb(_ycbcr_to_rgb, arr, arr.dtype)
     if layout.dtype == np.bool_:
         return arr.astype(np.uint8) * np.uint8(255)  # like a bilevel PNG
     if arr.dtype != layout.out_dtype:
@@ -122,6 +126,12 @@ def _cmyk_to_rgb(block: NDArray) -> NDArray:
     else:
         scaled = (ink * nk + top // 2) // top
     return np.clip(nk - scaled, 0, top).astype(block.dtype)
+
+
+def _ycbcr_to_rgb(block: NDArray) -> NDArray:
+    """YCbCr to RGB by Pillow's own conversion, so a YCbCr TIFF gets Pillow's colours."""
+    ycbcr = Image.fromarray(np.ascontiguousarray(block[..., :3]), mode="YCbCr")
+    return np.asarray(ycbcr.convert("RGB"))
 
 
 def _read_plan(
@@ -252,8 +262,23 @@ def tiff_source(tif: Any, source: str) -> tuple[Any, Layout]:
         and inks == 4
         and np.dtype(z.dtype).kind == "u"
     )
+    # tifffile converts JPEG-compressed YCbCr to RGB itself; other YCbCr it returns as
+    # stored (Pillow converts it: so does kmdist). Chroma subsampling is decoded by
+    # tifffile only inside JPEG.
+    ycbcr = (
+        keyframe.photometric == tifffile.PHOTOMETRIC.YCBCR
+        and keyframe.compression != tifffile.COMPRESSION.JPEG
+        and "c" in roles
+        and (keep or shape[roles.index("c")]) == 3
+    )
+    if ycbcr and (np.dtype(z.dtype) != np.uint8 or tuple(keyframe.subsampling) != (1, 1)):
+        raise ImageReadError(
+            source,
+            f"unsupported YCbCr TIFF ({np.dtype(z.dtype)}, chroma subsampling "
+            f"{tuple(keyframe.subsampling)}); convert it to RGB",
+        )
     units = tuple(int(u) for u in z.chunks)
-    layout = Layout(shape, np.dtype(z.dtype), roles, units, keep, palette, cmyk)
+    layout = Layout(shape, np.dtype(z.dtype), roles, units, keep, palette, cmyk, ycbcr)
     return z, layout
 
 

@@ -36,6 +36,34 @@ def test_cmyk_tiff_gives_rgb_as_pillow_converts(tmp_path, rng):
     np.testing.assert_allclose(img.compute(), expected, atol=1)
 
 
+def test_ycbcr_tiff_gives_rgb_as_pillow_converts(tmp_path, rng):
+    # Random samples: every Y, Cb and Cr, not only those an RGB image converts to.
+    samples = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    path = tmp_path / "ycbcr.tif"
+    Image.fromarray(samples, "YCbCr").save(path, format="TIFF")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.YCBCR
+    expected = np.asarray(Image.open(path).convert("RGB"))
+    out = read(path)
+    assert out.shape == (30, 40, 3) and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+    # Tiled, read lazily tile by tile: each tile converted alike.
+    tiled = tmp_path / "ycbcr-tiled.tif"
+    tifffile.imwrite(tiled, samples, photometric="ycbcr", subsampling=(1, 1), tile=(16, 16))
+    img = open_image(tiled, chunks=16)
+    assert img.chunks[:2] == ((16, 14), (16, 16, 8)) and img.shape == (30, 40, 3)
+    np.testing.assert_array_equal(img.compute(), expected)
+
+
+def test_jpeg_compressed_ycbcr_tiff_is_decoded_by_tifffile_as_pillow_does(tmp_path, rng):
+    path = tmp_path / "ycbcr-jpeg.tif"
+    tifffile.imwrite(path, rgb(rng, 48, 64), photometric="ycbcr", compression="jpeg")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].photometric == tifffile.PHOTOMETRIC.YCBCR
+    # tifffile's JPEG decoder already gives RGB: converting again would be wrong.
+    np.testing.assert_array_equal(read(path), np.asarray(Image.open(path).convert("RGB")))
+
+
 def test_tiled_tiff_lazy_chunks_follow_tiles(tmp_path, rng):
     a = rgb(rng, 2500, 1300)
     path = tmp_path / "tiled.tif"
