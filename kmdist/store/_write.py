@@ -6,6 +6,7 @@ only metadata passes through the calling process. The ``complete`` marker is set
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
@@ -18,7 +19,9 @@ from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
+import numpy.typing as npt
 import zarr
+import zarr.api.asynchronous
 from dask.base import compute
 from zarr.codecs import BloscCodec
 from zarr.core.group import GroupMetadata
@@ -144,11 +147,22 @@ def write_segmentation(
         ):
             labels = labels.rechunk(chunk)
     layout = [_LevelLayout.of(s, chunk, labels.dtype, palette) for s in shapes]
+    nodes = _image_nodes(name, palette, layout, block)
+    released = {k: v for k, v in block.items() if k != "claimed"}
+    seg_path = f"{name}/{SEG_PATH}"
+    if isinstance(labels, np.ndarray):
+        # A small image: its nodes, its pixels and the completion marker in one pass of
+        # zarr's event loop (the arrays written concurrently), under this image's lock.
+        data = _numpy_levels(name, labels, layout, palette)
+        with root.lock(image_lock(name)):
+            clear_previous(root, name, overwrite, run)
+            _sync(_write_whole(root, nodes, data, seg_path, released))
+        return
     # Clearing and claiming the group is atomic between runs (this image's own lock,
     # no lock shared by the store); writing is not locked.
     with root.lock(image_lock(name)):
         clear_previous(root, name, overwrite, run)
-        nodes = _create_nodes(root, name, palette, layout, block)
+        made = _create_nodes(root, nodes)
     sources: list[Any] = []
     targets: list[Any] = []
     level = labels
@@ -156,21 +170,65 @@ def write_segmentation(
         if i:
             level = level[::2, ::2]
         sources += _level_sources(level, lay, palette)
-        targets += [nodes[f"{name}/{SEG_PATH}/{i}"], nodes[f"{name}/{i}"]]
-    seg_group = nodes[f"{name}/{SEG_PATH}"]
-    released = {k: v for k, v in block.items() if k != "claimed"}
+        targets += [made[f"{name}/{SEG_PATH}/{i}"], made[f"{name}/{i}"]]
+    seg_group = made[seg_path]
     try:
-        if isinstance(labels, np.ndarray):
-            for source, target in zip(sources, targets, strict=True):
-                target[...] = source
-        else:
-            # One graph for every level, so each label block is computed once and shared.
-            compute(da.store(sources, targets, lock=False, compute=False))
+        # One graph for every level, so each label block is computed once and shared.
+        compute(da.store(sources, targets, lock=False, compute=False))
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: the error below matters more
             seg_group.update_attributes({"kmdist": released})
         raise
     seg_group.update_attributes({"kmdist": {**released, "complete": True}})
+
+
+def _numpy_levels(
+    name: str, labels: npt.NDArray[Any], layout: list[_LevelLayout], palette: Palette
+) -> dict[str, npt.NDArray[Any]]:
+    """Every level's labels and recoloured planes, by array path."""
+    data: dict[str, npt.NDArray[Any]] = {}
+    level = labels
+    for i in range(len(layout)):
+        if i:
+            level = level[::2, ::2]
+        data[f"{name}/{SEG_PATH}/{i}"] = level
+        data[f"{name}/{i}"] = color_planes(level, palette.colors_as())
+    return data
+
+
+async def _write_whole(
+    root: StoreRoot,
+    nodes: dict[str, Any],
+    data: dict[str, npt.NDArray[Any]],
+    seg_path: str,
+    released: dict[str, Any],
+) -> None:
+    """Create `nodes`, write `data` to its arrays, then mark the image complete."""
+    try:
+        made = {
+            path: node
+            async for path, node in zarr.api.asynchronous.create_hierarchy(
+                store=root.zarr_store(), nodes=nodes
+            )
+        }
+    except OSError as exc:
+        name = next(iter(nodes))
+        raise OutputError(f"{root}/{name}: cannot write: {exc.strerror or exc}") from exc
+    seg_group = made[seg_path]
+    try:
+        await asyncio.gather(*(made[path].setitem(Ellipsis, value) for path, value in data.items()))
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the error below matters more
+            await seg_group.update_attributes({"kmdist": released})
+        raise
+    await seg_group.update_attributes({"kmdist": {**released, "complete": True}})
+
+
+def _sync(coroutine: Any) -> Any:
+    """Run `coroutine` on zarr's event loop, as zarr's own synchronous API does."""
+    from zarr.core.sync import sync
+
+    return sync(coroutine)
 
 
 def _check_labels(labels: Labels, palette: Palette) -> Labels:
@@ -351,19 +409,16 @@ def level_arrays(
     return label_array, image_array
 
 
-def _create_nodes(
-    root: StoreRoot,
+def _image_nodes(
     name: str,
     palette: Palette,
     layout: list[_LevelLayout],
     block: dict[str, Any],
-) -> dict[str, Any]:
-    """Create the image's groups and arrays in one `zarr.create_hierarchy` call.
+) -> dict[str, GroupMetadata | ArrayV2Metadata | ArrayV3Metadata]:
+    """Return the metadata of an image's groups and arrays by path, for `create_hierarchy`.
 
-    Returns the created nodes by path. The segmentation group starts with
-    ``kmdist.complete: false``, so an interruption from here on leaves an output that
-    reads as incomplete. zarr writes the nodes' metadata concurrently: a constant
-    number of store requests, whatever the store holds.
+    The segmentation group starts with ``kmdist.complete: false``, so an interruption
+    from its creation on leaves an output that reads as incomplete.
     """
     n_levels = len(layout)
     image_ome: dict[str, Any] = {
@@ -391,7 +446,17 @@ def _create_nodes(
     for i, lay in enumerate(layout):
         nodes[f"{name}/{i}"] = lay.image_metadata()
         nodes[f"{name}/{SEG_PATH}/{i}"] = lay.label_metadata()
+    return nodes
+
+
+def _create_nodes(root: StoreRoot, nodes: dict[str, Any]) -> dict[str, Any]:
+    """Create `nodes` in one `zarr.create_hierarchy` call; return them by path.
+
+    zarr writes the nodes' metadata concurrently: a constant number of store requests,
+    whatever the store holds.
+    """
     try:
         return dict(zarr.create_hierarchy(store=root.zarr_store(), nodes=nodes))
     except OSError as exc:
+        name = next(iter(nodes))
         raise OutputError(f"{root}/{name}: cannot write: {exc.strerror or exc}") from exc
