@@ -19,7 +19,7 @@ from dask.delayed import delayed
 
 from kmdist._dask import active_client
 from kmdist.io._listing import ImageRef
-from kmdist.palette._assign import build_lut
+from kmdist.palette._assign import assign_pixels, build_lut, codes_labels
 from kmdist.palette._histogram import (
     ColorHistogram,
     chunk_histogram,
@@ -31,7 +31,13 @@ from kmdist.palette._palette import Palette
 from kmdist.pipeline._options import ImageResult, SegmentOptions, named
 from kmdist.store._errors import OutputError
 
-__all__ = ["exact_palette_and_lut", "load_palette", "palette_for", "shared_palette"]
+__all__ = [
+    "exact_palette_and_lut",
+    "load_palette",
+    "palette_and_labels",
+    "palette_for",
+    "shared_palette",
+]
 
 
 def palette_for(image: da.Array | npt.NDArray[Any], opts: SegmentOptions) -> tuple[Palette, Any]:
@@ -49,6 +55,22 @@ def palette_for(image: da.Array | npt.NDArray[Any], opts: SegmentOptions) -> tup
     if isinstance(image, np.ndarray):
         return exact_palette_and_lut(chunk_histogram(image), opts)
     return _exact_on_cluster(image, opts)
+
+
+def palette_and_labels(
+    pixels: npt.NDArray[Any], opts: SegmentOptions
+) -> tuple[Palette, npt.NDArray[Any]]:
+    """Learn an in-memory image's palette as `palette_for` does and label its pixels.
+
+    8-bit RGB is labelled through its histogram's distinct colours (`codes_labels`): no
+    lookup table is built for one small image.
+    """
+    if not opts.uses_histogram(pixels):
+        palette, _ = palette_for(pixels, opts)
+        return palette, assign_pixels(pixels, palette)
+    hist = chunk_histogram(pixels)
+    palette = palette_from_histogram(hist, opts.n_colors, **opts.palette_kwargs())
+    return palette, codes_labels(pixels, palette, hist.codes)
 
 
 def exact_palette_and_lut(

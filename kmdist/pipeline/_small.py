@@ -23,7 +23,7 @@ from kmdist.io._listing import ImageRef
 from kmdist.palette._assign import assign_pixels
 from kmdist.palette._palette import Palette
 from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions, attempt, named
-from kmdist.pipeline._palettes import palette_for
+from kmdist.pipeline._palettes import palette_and_labels
 from kmdist.store._write import write_segmentation
 
 __all__ = ["SMALL_PIXELS", "segment_small", "segment_small_batch", "small_batches_on_cluster"]
@@ -60,8 +60,9 @@ def segment_small(
         with dask.config.set(scheduler="sync"):
             pixels = np.asarray(image.compute() if isinstance(image, da.Array) else image)
             if pal is None:
-                pal, table = palette_for(pixels, opts)
-            labels = assign_pixels(pixels, pal, table)
+                pal, labels = palette_and_labels(pixels, opts)
+            else:
+                labels = assign_pixels(pixels, pal, table)
             overwrite = on_exists == "overwrite"
             write_segmentation(
                 store, ref.name, labels, pal, source=ref.source, overwrite=overwrite, run=opts.run

@@ -12,6 +12,7 @@ from numpy.testing import assert_array_equal
 from kmdist.palette._assign import (
     assign_pixels,
     build_lut,
+    codes_labels,
     label_dtype,
     pack_rgb8,
     recolor,
@@ -100,6 +101,19 @@ def test_lookup_table_labels_are_the_nearest_colour(rng):
         build_lut(a_palette(rng, 3, dtype="uint16", hi=65535))
     with pytest.raises(ValueError, match="a lookup table needs an 8-bit RGB palette"):
         build_lut(a_palette(rng, 3, channels=1))
+
+
+@pytest.mark.parametrize(("k", "color_space"), [(9, "rgb"), (9, "lab"), (300, "rgb")])
+def test_labels_through_colour_codes_equal_the_lookup_table(rng, k, color_space):
+    pal = a_palette(rng, k, color_space=color_space)
+    img = rng.integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    img[:20] = img[20:40]  # repeated colours, as a photo has
+    codes = np.unique(pack_rgb8(img))
+    labels = codes_labels(img, pal, codes)
+    assert labels.shape == img.shape[:2] and labels.dtype == label_dtype(pal.k)
+    assert_array_equal(labels, assign_pixels(img, pal, build_lut(pal, codes)))
+    with pytest.raises(ValueError, match="needs 8-bit RGB pixels and palette"):
+        codes_labels(img[..., :1], pal, codes)
 
 
 def test_full_lookup_table_in_lab_is_nearest_in_lab(rng):
