@@ -28,16 +28,20 @@ from tests.store._helpers import make_labels, make_palette, write
 
 WRITER = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     import dask, dask.array as da, numpy as np
     from kmdist import Palette, write_segmentation
 
     def slow(block):
-        time.sleep(0.2)
+        # Hold the write open until the test has tried its own (it creates argv[2]).
+        deadline = time.monotonic() + 120
+        while not os.path.exists(sys.argv[2]) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return block
 
     labels = da.from_array(np.arange(200 * 300).reshape(200, 300) % 3, chunks=50)
-    labels = labels.astype(np.uint8).map_blocks(slow, dtype=np.uint8)
+    meta = np.empty((0, 0), np.uint8)  # not a call of slow to find it out
+    labels = labels.astype(np.uint8).map_blocks(slow, dtype=np.uint8, meta=meta)
     palette = Palette(np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]]), np.array([3, 2, 1]), 1.0)
     with dask.config.set(scheduler="threads", num_workers=1):
         write_segmentation(sys.argv[1], "photo", labels, palette, source="slow")
@@ -51,9 +55,9 @@ def expected_labels():
 
 
 def test_second_writer_refused_while_first_writes(tmp_path):
-    store = tmp_path / "out.zarr"
+    store, go = tmp_path / "out.zarr", tmp_path / "go"
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(store)],
+        [sys.executable, "-c", WRITER, str(store), str(go)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -71,6 +75,8 @@ def test_second_writer_refused_while_first_writes(tmp_path):
                 OutputError, match=rf"photo: being written by another run \(process {proc.pid}\)"
             ):
                 write_segmentation(store, "photo", other, palette, overwrite=overwrite)
+        assert proc.poll() is None  # still writing: the refusals met a live claim
+        go.touch()
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
     finally:
@@ -142,13 +148,28 @@ def test_claim_from_another_host_holds_while_its_group_changes(tmp_path):
     block = dict(group.attrs["kmdist"])
     writer = {"host": "other-node-7", "pid": os.getpid(), "started": None}
     block.update(complete=False, claimed=True, writer=writer)
-    group.attrs["kmdist"] = block  # just written by a run on another host
-    with pytest.raises(OutputError, match=r"host 'other-node-7', which wrote to it \d+ s ago"):
+    group.attrs["kmdist"] = block  # claimed by a run on another host
+    files = [store / "photo", *(store / "photo").rglob("*")]
+
+    def untouched_for(seconds):
+        then = time.time() - seconds
+        for path in files:
+            os.utime(path, (then, then), follow_symlinks=False)
+
+    untouched_for(FOREIGN_LEASE + 60)
+    # The other host writes on: a chunk of its labels changes, and its claim holds again.
+    chunk = next(
+        p for p in (store / "photo" / "labels" / "segmentation" / "0").rglob("*") if p.is_file()
+    )
+    chunk.write_bytes(chunk.read_bytes())
+    with pytest.raises(OutputError, match=r"host 'other-node-7', which wrote to it [01] s ago"):
         write_segmentation(store, "photo", labels, palette)
-    # The same claim, its group untouched for longer than the lease: the run is gone.
-    idle = time.time() - _claims.FOREIGN_LEASE - 60
-    for path in [store / "photo", *(store / "photo").rglob("*")]:
-        os.utime(path, (idle, idle), follow_symlinks=False)
+    # It keeps writing for 10 minutes, then stops: the claim still holds, counted from
+    # that last write, until the lease has passed since it.
+    untouched_for(600)
+    with pytest.raises(OutputError, match=r"which wrote to it 60[01] s ago"):
+        write_segmentation(store, "photo", labels, palette)
+    untouched_for(FOREIGN_LEASE + 60)
     write_segmentation(store, "photo", labels, palette)
     assert is_complete(store, "photo")
     assert (
