@@ -18,7 +18,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from kmdist.kmeans._lloyd_kernels import canonical_order
+from kmdist.kmeans._lloyd_kernels import canonical_order, dense_lloyd
 from kmdist.kmeans._sparse import CSR
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "cluster_sums",
     "kmeans_plusplus",
     "lloyd",
+    "lloyd_dense",
     "nearest",
     "seed_centers",
     "squared_distances",
@@ -315,6 +316,38 @@ def lloyd(
         inertia[todo] = stats[:, :, -1].sum(axis=1)
         weights[todo] = stats[:, :, -2]
     return LloydResult(centers=centers, inertia=inertia, weights=weights, n_iter=n_iter)
+
+
+def lloyd_dense(
+    X: FloatArray,
+    w: F64,
+    centers: F64,
+    *,
+    max_iter: int,
+    tol: float,
+    eps: float | None = None,
+) -> LloydResult:
+    """`lloyd` on dense in-memory samples, each run compiled from start to end.
+
+    The same steps, stopping rules and relocation as `lloyd`, for small inputs (a few
+    thousand samples times clusters), where `lloyd`'s NumPy calls each iteration cost more
+    than the arithmetic: a thumbnail's coarse 4-bit histogram, 800 colours and 3 restarts
+    of k=8, in about 1 ms instead of 11. Runs one after the other.
+    """
+    dense: F64 = np.ascontiguousarray(X, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    starts = np.asarray(centers, dtype=np.float64)
+    runs, k, _ = starts.shape
+    out = np.empty_like(starts)
+    inertia = np.empty(runs)
+    weights = np.empty((runs, k))
+    n_iter = np.empty(runs, dtype=np.int64)
+    eps_sq = -1.0 if eps is None else float(eps) ** 2
+    for r in range(runs):
+        out[r], inertia[r], weights[r], n_iter[r] = dense_lloyd(
+            dense, w, np.ascontiguousarray(starts[r]), max_iter, tol, eps_sq, _ON_CENTRE
+        )
+    return LloydResult(centers=out, inertia=inertia, weights=weights, n_iter=n_iter)
 
 
 def _log_iteration(

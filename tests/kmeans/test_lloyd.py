@@ -96,3 +96,31 @@ def test_elkan_is_lloyd(rng):
     assert_array_equal(a.cluster_centers_, b.cluster_centers_)
     with pytest.raises(ValueError, match="algorithm must be 'lloyd' or 'elkan', got 'full'"):
         KMeans(2, algorithm="full").fit(X)
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_compiled_dense_lloyd_runs_as_lloyd_does(case):
+    """`lloyd_dense` (every iteration compiled) takes `lloyd`'s steps: same iterations,
+    centres, weights and inertia, with duplicates, zero weights, empty clusters, `tol`
+    and `eps`."""
+    from kmdist.kmeans._lloyd import lloyd, lloyd_dense
+    from kmdist.kmeans._rows import NumpyRows
+
+    rng = np.random.default_rng(case)
+    n, d, k = int(rng.integers(5, 2000)), int(rng.integers(1, 5)), int(rng.integers(1, 16))
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 100)
+    if case % 4 == 0:
+        X = np.round(X)  # duplicate samples
+    w = rng.uniform(0.1, 5, n) if case % 2 else np.ones(n)
+    if case % 3 == 0:
+        w[rng.random(n) < 0.3] = 0.0
+    # Seeds far from the data leave clusters empty: relocation runs.
+    starts = X[rng.choice(n, (3, k))] if case % 5 else rng.normal(size=(3, k, d)) * 500
+    tol = 0.0 if case % 4 else 1e-4
+    eps = 0.5 if case % 6 == 0 else None
+    want = lloyd(NumpyRows(X, w), starts, max_iter=300, tol=tol, eps=eps)
+    got = lloyd_dense(X, w, starts, max_iter=300, tol=tol, eps=eps)
+    assert_array_equal(got.n_iter, want.n_iter)
+    assert_allclose(got.centers, want.centers, rtol=1e-9, atol=1e-9)
+    assert_allclose(got.weights, want.weights, rtol=1e-12)
+    assert_allclose(got.inertia, want.inertia, rtol=1e-9, atol=1e-9)
