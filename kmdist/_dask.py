@@ -1,16 +1,24 @@
 """The Dask client kmdist computes on: an existing scheduler, or a LocalCluster.
 
 The address comes from the caller, else from ``DASK_SCHEDULER_ADDRESS``; without either,
-a LocalCluster sized to the machine is started and closed with the context.
+a LocalCluster sized to the machine is started and closed with the context: worker
+processes, or threads of this process when spawned workers would re-run the main
+script's unguarded code (`spawn_safe`). Dask's own log lines are kept to warnings that
+matter unless ``verbose`` (`quiet_dask_logs`).
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from types import FrameType
 
 import dask
 from distributed import Client, LocalCluster, default_client
@@ -20,7 +28,9 @@ __all__ = [
     "dashboard_link",
     "dask_client",
     "dask_client_soon",
+    "quiet_dask_logs",
     "scheduler_address",
+    "spawn_safe",
 ]
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
@@ -38,7 +48,24 @@ _WORKER_MALLOC = {
 }
 
 
-_PRELOAD = "kmdist.pipeline._batch"
+# Workers import kmdist's pipeline as they start, and worker processes this module, whose
+# `dask_setup` quiets their logs as the client's are (threads share the client's).
+_PRELOAD = ("kmdist.pipeline._batch", "kmdist._dask")
+
+# Dask's records that kmdist's own output says better (a task's error is the image's
+# result line) or that are routine on a busy machine: without `verbose` they go to the
+# `kmdist._dask` logger at DEBUG instead, where a debug log still finds them.
+_ROUTINE = {
+    "distributed.worker": ("Compute Failed",),
+    "distributed.core": ("Event loop was unresponsive",),
+    "distributed.gc": ("full garbage collections took",),
+}
+# Passed to LocalCluster workers through Dask's configuration, which their Nanny copies.
+_VERBOSE_KEY = "kmdist.dask-verbose"
+# A worker process's `distributed` log level, from its environment as it starts.
+_LOG_ENV = "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED"
+
+_log = logging.getLogger(__name__)
 
 
 def active_client() -> Client | None:
@@ -54,6 +81,127 @@ def scheduler_address(address: str | None = None) -> str | None:
     return address or os.environ.get(ENV_ADDRESS) or None
 
 
+class _Demote(logging.Filter):
+    """Re-log records that start with one of `prefixes` at DEBUG on kmdist's logger."""
+
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.prefixes):
+            return True
+        _log.debug("%s: %s", record.name, message)
+        return False
+
+
+def quiet_dask_logs(verbose: bool = False) -> Callable[[], None]:
+    """Keep Dask's log lines in this process to warnings that matter, unless `verbose`.
+
+    Without `verbose`, the ``distributed`` loggers pass warnings and errors only (not
+    the start-up, connection and shutdown lines), and `_ROUTINE` records (a worker's
+    "Compute Failed" block with its traceback, unresponsive event loops, slow garbage
+    collections) are re-logged at DEBUG on ``kmdist._dask``. With `verbose`, Dask's
+    logging is left as it is. Returns a function that puts the previous state back.
+
+    Parameters
+    ----------
+    verbose : bool, default=False
+        Show Dask's own log lines as Dask configures them.
+
+    Returns
+    -------
+    callable
+        Restores the levels and filters changed here.
+    """
+    if verbose:
+        return lambda: None
+    root = logging.getLogger("distributed")
+    level = root.level
+    if root.getEffectiveLevel() < logging.WARNING:
+        root.setLevel(logging.WARNING)
+    demoted = [(logging.getLogger(name), _Demote(p)) for name, p in _ROUTINE.items()]
+    for logger, demote in demoted:
+        logger.addFilter(demote)
+
+    def restore() -> None:
+        root.setLevel(level)
+        for logger, demote in demoted:
+            logger.removeFilter(demote)
+
+    return restore
+
+
+def dask_setup(worker: object) -> None:
+    """Worker preload hook: quiet a LocalCluster worker's logs as its client's are."""
+    quiet_dask_logs(bool(dask.config.get(_VERBOSE_KEY, False)))
+
+
+def _is_main_guard(node: ast.AST) -> bool:
+    """Whether `node` is ``if __name__ == "__main__":`` (either operand order)."""
+    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+        return False
+    test = node.test
+    if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
+        return False
+    sides = [test.left, test.comparators[0]]
+    names = [s.id for s in sides if isinstance(s, ast.Name)]
+    texts = [s.value for s in sides if isinstance(s, ast.Constant)]
+    return names == ["__name__"] and texts == ["__main__"]
+
+
+def _main_module_frame() -> FrameType | None:
+    """Return the frame running the ``__main__`` module's top-level code, if any."""
+    main = sys.modules.get("__main__")
+    frames = sys._current_frames()
+    # The main thread first: scripts run there, and the caller may be another thread.
+    order = [threading.main_thread().ident, threading.get_ident(), *frames]
+    for ident in order:
+        frame = frames.get(ident) if ident is not None else None
+        while frame is not None:
+            if frame.f_code.co_name == "<module>" and frame.f_globals is vars(main):
+                return frame
+            frame = frame.f_back
+    return None
+
+
+def spawn_safe() -> bool:
+    """Whether worker processes may be spawned without re-running the caller's code.
+
+    Spawned processes (Dask's Nanny uses multiprocessing's spawn) run the main module
+    again, under the name ``__mp_main__``, before they unpickle their work. That is
+    harmless for a REPL, a notebook, ``python -c``, a package's ``__main__`` module,
+    and a script whose call is under ``if __name__ == "__main__":``; a script that calls
+    a flow or `dask_client` at its top level would start the same work again in every
+    worker. False then, and when the main module's current line cannot be found.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        return True
+    # What multiprocessing.spawn.get_preparation_data and prepare do with __main__.
+    name = getattr(getattr(main, "__spec__", None), "name", None)
+    if name is not None and (name == "__main__" or name.endswith(".__main__")):
+        return True
+    path = getattr(main, "__file__", None)
+    if path is None or (name is None and Path(path).stem == "ipython"):
+        return True
+    frame = _main_module_frame()
+    if frame is None:  # its top-level code has run: all of it would run again
+        return False
+    try:
+        tree = ast.parse(Path(frame.f_code.co_filename).read_bytes())
+    except (OSError, SyntaxError, ValueError):
+        return False
+    line = frame.f_lineno
+    return any(
+        isinstance(node, ast.If)
+        and _is_main_guard(node)
+        and node.body[0].lineno <= line <= (node.body[-1].end_lineno or 0)
+        for node in ast.walk(tree)
+    )
+
+
 @contextmanager
 def dask_client(
     address: str | None = None,
@@ -62,6 +210,8 @@ def dask_client(
     threads_per_worker: int = 1,
     memory_limit: str | float | None = "auto",
     dashboard_address: str = ":8787",
+    processes: bool | None = None,
+    verbose: bool = False,
 ) -> Iterator[Client]:
     """Connect to a Dask scheduler, or run a LocalCluster, for the duration of a block.
 
@@ -71,7 +221,7 @@ def dask_client(
         Scheduler address such as ``tcp://10.0.0.5:8786``; defaults to
         ``$DASK_SCHEDULER_ADDRESS``. When neither is set a LocalCluster starts.
     n_workers : int, optional
-        LocalCluster worker processes; one per core by default.
+        LocalCluster workers; one per core by default.
     threads_per_worker : int, default=1
         Threads per LocalCluster worker; NumPy kernels release the GIL, but one thread
         per process keeps memory per worker predictable.
@@ -79,6 +229,12 @@ def dask_client(
         Per-worker memory limit of the LocalCluster.
     dashboard_address : str, default=':8787'
         Where the LocalCluster's dashboard listens (a free port is used if taken).
+    processes : bool, optional
+        LocalCluster workers as processes (True) or as threads of this process (False).
+        By default processes where `spawn_safe`, else threads.
+    verbose : bool, default=False
+        Show Dask's own log lines (start-up, connections, a failed task's traceback);
+        by default only warnings that matter (`quiet_dask_logs`).
 
     Yields
     ------
@@ -91,6 +247,8 @@ def dask_client(
         threads_per_worker=threads_per_worker,
         memory_limit=memory_limit,
         dashboard_address=dashboard_address,
+        processes=processes,
+        verbose=verbose,
     ) as client:
         yield client()
 
@@ -100,45 +258,51 @@ def _local_cluster(
     threads_per_worker: int,
     memory_limit: str | float | None,
     dashboard_address: str,
+    processes: bool,
+    verbose: bool,
 ) -> LocalCluster:
-    # distributed's Nanny copies its pre-spawn environment into os.environ and lets
-    # os.environ win over the config, so after an earlier LocalCluster in this process
-    # Dask's own default would replace kmdist's: the variables are set while the
-    # workers are spawned, then put back.
-    names = {key.rsplit(".", 1)[1]: value for key, value in _WORKER_MALLOC.items()}
+    # Worker processes: distributed's Nanny copies its pre-spawn environment into
+    # os.environ and lets os.environ win over the config, so after an earlier
+    # LocalCluster in this process Dask's own default would replace kmdist's: the
+    # variables are set while the workers are spawned, then put back. A worker's log
+    # level is read as it imports distributed, before any preload runs.
+    spawn_env = {**_WORKER_MALLOC, _LOG_ENV: "info" if verbose else "warning"}
+    names = {key.rsplit(".", 1)[1]: value for key, value in spawn_env.items()}
     saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(names)
+    if processes:
+        os.environ.update(names)
     try:
-        return _start_local_cluster(n_workers, threads_per_worker, memory_limit, dashboard_address)
+        workers = n_workers or max(1, os.cpu_count() or 1)
+        if not processes:
+            # One worker whose threads share its memory: no transfers between workers.
+            # TCP on the loopback, not inproc://, whose dashboard link names another
+            # interface than the dashboard listens on.
+            workers, threads_per_worker = 1, workers * threads_per_worker
+        with dask.config.set({**spawn_env, _VERBOSE_KEY: verbose}):
+            return LocalCluster(
+                n_workers=workers,
+                threads_per_worker=threads_per_worker,
+                processes=processes,
+                host=None if processes else "tcp://127.0.0.1",
+                memory_limit=memory_limit,
+                dashboard_address=dashboard_address,
+                # The levels are `quiet_dask_logs`'s: LocalCluster's own silencing would
+                # hide the warnings that matter too.
+                silence_logs=False,
+                # Workers import kmdist's pipeline (Dask arrays, Zarr, numba kernels) as
+                # they start, not in their first task: with `dask_client_soon` this
+                # overlaps the caller's own imports.
+                preload=[
+                    *dask.config.get("distributed.worker.preload", []),
+                    *(_PRELOAD if processes else _PRELOAD[:1]),
+                ],
+            )
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _start_local_cluster(
-    n_workers: int | None,
-    threads_per_worker: int,
-    memory_limit: str | float | None,
-    dashboard_address: str,
-) -> LocalCluster:
-    with dask.config.set(_WORKER_MALLOC):
-        return LocalCluster(
-            n_workers=n_workers or max(1, os.cpu_count() or 1),
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            memory_limit=memory_limit,
-            dashboard_address=dashboard_address,
-            # Warnings of routine events (large graphs, rebalancing) would drown kmdist's
-            # per-image report; errors still show.
-            silence_logs=logging.ERROR,
-            # Workers import kmdist's pipeline (Dask arrays, Zarr, numba kernels) as they
-            # start, not in their first task: with `dask_client_soon` this overlaps the
-            # caller's own imports.
-            preload=[*dask.config.get("distributed.worker.preload", []), _PRELOAD],
-        )
 
 
 @contextmanager
@@ -149,6 +313,8 @@ def dask_client_soon(
     threads_per_worker: int = 1,
     memory_limit: str | float | None = "auto",
     dashboard_address: str = ":8787",
+    processes: bool | None = None,
+    verbose: bool = False,
 ) -> Iterator[Callable[[], Client]]:
     """`dask_client`, with a LocalCluster started in a background thread meanwhile.
 
@@ -159,11 +325,26 @@ def dask_client_soon(
     with the block.
     """
     target = scheduler_address(address)
+    restore = quiet_dask_logs(verbose)
     starting: Future[LocalCluster] | None = None
     if target is None:
+        # Decided here, in the caller's thread, where the main module's frame is.
+        spawn = spawn_safe() if processes is None else processes
+        if not spawn and processes is None:
+            _log.info(
+                "LocalCluster on threads: worker processes would run %s again (calls "
+                'under `if __name__ == "__main__":` get processes)',
+                getattr(sys.modules["__main__"], "__file__", "the main module"),
+            )
         pool = ThreadPoolExecutor(1, thread_name_prefix="kmdist-cluster-start")
         starting = pool.submit(
-            _local_cluster, n_workers, threads_per_worker, memory_limit, dashboard_address
+            _local_cluster,
+            n_workers,
+            threads_per_worker,
+            memory_limit,
+            dashboard_address,
+            spawn,
+            verbose,
         )
         pool.shutdown(wait=False)
     clients: list[Client] = []
@@ -180,10 +361,13 @@ def dask_client_soon(
 
             yield client
     finally:
-        # After the client, as `dask_client` closes them. A cluster that failed to start
-        # has nothing to close; its error reached the block from `client()`.
-        if starting is not None and starting.exception() is None:
-            starting.result().close()
+        try:
+            # After the client, as `dask_client` closes them. A cluster that failed to
+            # start has nothing to close; its error reached the block from `client()`.
+            if starting is not None and starting.exception() is None:
+                starting.result().close()
+        finally:
+            restore()
 
 
 def dashboard_link(client: Client) -> str:

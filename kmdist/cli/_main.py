@@ -27,6 +27,11 @@ def _swatches(palette: Any, limit: int = 16) -> str:
     return text + (" ..." if palette.k > limit else "")
 
 
+def _size(shape: Sequence[int]) -> str:
+    """Format an image size as kmdist prints it everywhere: height x width x channels."""
+    return "x".join(str(int(s)) for s in shape)
+
+
 def _print_result(i: int, n: int, res: Any, applied: str | None = None) -> None:
     head = f"[{i}/{n}] {res.name} ({res.source})"
     if res.status == "failed":
@@ -34,12 +39,11 @@ def _print_result(i: int, n: int, res: Any, applied: str | None = None) -> None:
     elif res.status == "skipped":
         print(f"{head}: already complete, skipped", flush=True)
     else:
-        y, x = res.shape[:2]
         pal = res.palette
         # An applied palette's inertia is that of the image it was learned from.
         fit = f"palette {applied}" if applied else f"inertia {pal.inertia:.6g}"
         print(
-            f"{head}: {x}x{y}x{res.shape[2]} {pal.k} colours, {fit}, "
+            f"{head}: {_size(res.shape)}, {pal.k} colours, {fit}, "
             f"{res.seconds:.1f} s\n    palette: {_swatches(pal)}",
             flush=True,
         )
@@ -57,7 +61,9 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"kmdist segment: error: {exc}", file=sys.stderr)
         return 2
     # The cluster starts while kmdist's pipeline is imported and the inputs are listed.
-    with dask_client_soon(args.scheduler, n_workers=args.workers) as get_client:
+    with dask_client_soon(
+        args.scheduler, n_workers=args.workers, verbose=args.verbose
+    ) as get_client:
         return _segment_on(args, get_client)
 
 
@@ -277,6 +283,12 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--resume", action="store_true", help="skip complete outputs")
     seg.add_argument("--preview", default=None, metavar="DIR", help="write preview PNGs here")
     seg.add_argument("--follow-symlinks", action="store_true")
+    seg.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show Dask's own log lines, a failed task's traceback among them",
+    )
     seg.set_defaults(func=_segment)
 
     info = sub.add_parser("info", help="list the images of an output store")
