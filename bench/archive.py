@@ -7,7 +7,9 @@ photos, flipped and with a little noise), then times:
 - the seed's loop: per image, ``MiniBatchKMeans(16).fit`` on its pixels, ``predict``,
   and the recoloured image written as PNG (scikit-learn's colour-quantisation recipe);
 - the Prefect flow ``segment_archive`` on the same folder (``python flows/segment.py``),
-  Prefect's ephemeral API included.
+  twice: on Prefect's ephemeral API (its server started inside the run, as with no
+  configuration), and against a ``prefect server`` started before the runs, whose
+  start-up is reported on its own row: the flow's work, comparable with the CLI's.
 
 Usage: ``python bench/archive.py [--images 1000] [--work DIR] [--quick]``.
 """
@@ -15,14 +17,27 @@ Usage: ``python bench/archive.py [--images 1000] [--work DIR] [--quick]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import shutil
 import sys
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, Measured, Row, check_ok, machine, python, run_measured, save
+from common import (
+    ROOT,
+    Measured,
+    Row,
+    check_ok,
+    machine,
+    prefect_server,
+    python,
+    run_measured,
+    save,
+)
 
 SIDE = 256
 RECIPES = Path(__file__).with_name("recipes.py")
@@ -93,27 +108,48 @@ def run(n: int, work: Path, cap: float, repeats: int) -> dict[str, Any]:
             str(sk_out),
         ],
     }
+    server_way = "Prefect flow segment_archive, server started before"
     outputs = dict(zip(ways, (kmdist_out, flow_out, sk_out), strict=True))
-    runs: dict[str, list[Measured]] = {way: [] for way in ways}
-    notes: dict[str, str] = dict.fromkeys(ways, "")
-    for _ in range(repeats):
-        for way, cmd in ways.items():
-            shutil.rmtree(outputs[way], ignore_errors=True)  # every way starts empty
-            capped = way.startswith("sklearn")
-            m = run_measured(cmd, timeout=cap if capped else None)
-            check_ok(m, way)
-            if m.capped:  # the loop's time, extrapolated from the images it finished
-                done = len(list(sk_out.glob("*.png"))) if sk_out.is_dir() else 0
-                notes[way] = f"capped at {cap:.0f} s after {done} of {n} images; extrapolated"
-                m = replace(m, seconds=m.seconds * n / max(done, 1))
-            runs[way].append(m)
-            print(f"{way}: {m.seconds:.1f} s {notes[way]}", flush=True)
+    outputs[server_way] = flow_out
+    runs: dict[str, list[Measured]] = {way: [] for way in [*ways, server_way]}
+    notes: dict[str, str] = dict.fromkeys(runs, "")
+    startups: list[float] = []
+    with prefect_server(work) as startup:
+        startups.append(startup)
+        print(f"prefect server start-up: {startup:.1f} s", flush=True)
+        for _ in range(repeats):
+            for way, cmd in [*ways.items(), (server_way, ways["Prefect flow segment_archive"])]:
+                shutil.rmtree(outputs[way], ignore_errors=True)  # every way starts empty
+                capped = way.startswith("sklearn")
+                with _ephemeral(way != server_way and way.startswith("Prefect")):
+                    m = run_measured(cmd, timeout=cap if capped else None)
+                check_ok(m, way)
+                if m.capped:  # the loop's time, extrapolated from the images it finished
+                    done = len(list(sk_out.glob("*.png"))) if sk_out.is_dir() else 0
+                    notes[way] = f"capped at {cap:.0f} s after {done} of {n} images; extrapolated"
+                    m = replace(m, seconds=m.seconds * n / max(done, 1))
+                runs[way].append(m)
+                print(f"{way}: {m.seconds:.1f} s {notes[way]}", flush=True)
     rows = []
     for way, measured in runs.items():
         mid = sorted(measured, key=lambda m: m.seconds)[len(measured) // 2]
         times = [m.seconds for m in measured]
         rows.append(Row(case, way, mid.seconds, None, mid.peak_rss_gb, notes[way], times))
+    rows.append(
+        Row(case, "Prefect server start-up (excluded above)", startups[0], None, None, "", startups)
+    )
     return {"machine": machine(), "images": n, "rows": rows}
+
+
+@contextlib.contextmanager
+def _ephemeral(on: bool) -> Iterator[None]:
+    """With `on`, hide the started server from the child: it starts Prefect's own."""
+    saved = os.environ.pop("PREFECT_API_URL", None) if on else None
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["PREFECT_API_URL"] = saved
 
 
 def main() -> None:

@@ -109,6 +109,10 @@ def run_measured(cmd: Sequence[str], *, timeout: float | None = None) -> Measure
     tree (each is waited for by its parent, so it counts in this process's children).
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Prefect's ephemeral API must start within 20 s by default, which a loaded 2-core
+    # machine can miss ("Timed out while attempting to connect to ephemeral Prefect API
+    # server"): a benchmark that fails on that measures nothing.
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     # Output goes to a file, not a pipe: nothing reads a pipe until the end, and a full
     # one (64 KiB: a thousand images' report lines) would block the process for good.
     with tempfile.TemporaryFile(mode="w+") as log:
@@ -203,3 +207,63 @@ def save(name: str, payload: dict[str, Any], out_dir: Path = RESULTS) -> Path:
 def python() -> str:
     """The interpreter running the benchmarks (the project's .venv under `make bench`)."""
     return sys.executable
+
+
+@contextlib.contextmanager
+def prefect_server(work: Path) -> Any:
+    """Start `prefect server start` on 127.0.0.1 and point this process's children at it.
+
+    Yields the seconds the server took to answer its health check: the start-up a flow
+    run on Prefect's ephemeral API pays inside its own time, measured apart so that the
+    flow can be compared with the CLI on the work alone. Stops the server on exit.
+    """
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = work / "prefect-home"
+    home.mkdir(parents=True, exist_ok=True)
+    api = f"http://127.0.0.1:{port}/api"
+    saved = {"PREFECT_API_URL": os.environ.get("PREFECT_API_URL")}
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    cmd = [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with tempfile.TemporaryFile(mode="w+") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"prefect server exited: {log.read()[-2000:]}")
+                try:
+                    with urllib.request.urlopen(f"{api}/health", timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.perf_counter() - t0 > 300:
+                    raise RuntimeError("prefect server did not answer within 300 s")
+                time.sleep(0.2)
+            startup = time.perf_counter() - t0
+            os.environ["PREFECT_API_URL"] = api
+            yield startup
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()

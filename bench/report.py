@@ -127,6 +127,12 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         out.append((name, "<= 0.1x", f"{r:.2f}x", r <= 0.1))
         r = flow["seconds"] / ours["seconds"]
         out.append(("5b Prefect flow vs kmdist segment", "<= 2x", f"{r:.2f}x", r <= 2))
+        started = rows.get("Prefect flow segment_archive, server started before")
+        if started is not None:
+            # Huge archives: the flow's work within 1.3x the CLI's, server start-up apart.
+            r = started["seconds"] / ours["seconds"]
+            name = "14 flow (server started before) vs kmdist segment"
+            out.append((name, "<= 1.3x", f"{r:.2f}x", r <= 1.3))
     return out
 
 
