@@ -61,9 +61,12 @@ def segment(photos, out, *extra, wait_for=None, send=None, until=None):
         for line in proc.stdout:
             lines.append(line)
             if wait_for in line:
-                time.sleep(0.3)  # into the next image's work
+                # Signal once `until()` holds (an image half written), polled with a
+                # bound: a fixed pause could land after the run has finished.
                 deadline = time.monotonic() + 120
-                while until is not None and not until() and time.monotonic() < deadline:
+                while until is not None and not until():
+                    assert proc.poll() is None, "the run ended before it could be signalled"
+                    assert time.monotonic() < deadline, "no image was half written in 120 s"
                     time.sleep(0.005)
                 os.killpg(proc.pid, send)
                 break
@@ -119,11 +122,45 @@ def test_sigkill_mid_run_then_resume(photos, tmp_path, reference):
 
 def test_sigint_stops_cleanly_and_says_what_finished(photos, tmp_path, reference):
     out = tmp_path / "o.zarr"
-    code, _, err = segment(photos, out, wait_for="[1/6]", send=signal.SIGINT)
+    code, _, err = segment(
+        photos, out, wait_for="[1/6]", send=signal.SIGINT, until=lambda: bool(writing(out))
+    )
     assert code == 130, err
     assert "interrupted after" in err and "photo0" in err and "--resume" in err
     complete = check_complete_ones_are_right(out, reference)
     assert "photo0" in complete and len(complete) < N_IMAGES
-    code, _, err = segment(photos, out, "--resume")
+    code, stdout, err = segment(photos, out, "--resume")
     assert code == 0, err
+    # Exactly the rest is redone: each complete image skipped, each other one done.
+    for name in complete:
+        assert f"] {name} (" in stdout and f"{name}.png): already complete, skipped" in stdout
+    assert f"{N_IMAGES - len(complete)} done, {len(complete)} skipped, 0 failed" in stdout
     assert len(check_complete_ones_are_right(out, reference)) == N_IMAGES
+
+
+def test_shared_palette_resumed_after_sigkill_is_learned_from_every_image(photos, tmp_path):
+    # The resumed run labels only the images not yet complete, but learns its palette
+    # from all of them, as the uninterrupted run did: every image ends with one palette.
+    ref = tmp_path / "ref.zarr"
+    code, _, err = segment(photos, ref, "--shared-palette")
+    assert code == 0, err
+    shared = open_segmentation(ref, "photo0").palette
+    out = tmp_path / "o.zarr"
+    code, _, _ = segment(
+        photos,
+        out,
+        "--shared-palette",
+        wait_for="[2/6]",
+        send=signal.SIGKILL,
+        until=lambda: bool(writing(out)),
+    )
+    assert code == -signal.SIGKILL
+    complete = [i.name for i in list_segmentations(out) if i.complete]
+    assert 2 <= len(complete) < N_IMAGES
+    code, stdout, err = segment(photos, out, "--shared-palette", "--resume")
+    assert code == 0, err
+    assert f"{N_IMAGES - len(complete)} done, {len(complete)} skipped, 0 failed" in stdout
+    for i in range(N_IMAGES):
+        seg = open_segmentation(out, f"photo{i}")
+        assert seg.palette == shared, f"photo{i}"
+        assert_array_equal(seg.labels.compute(), open_segmentation(ref, f"photo{i}").labels)
