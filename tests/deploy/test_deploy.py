@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import importlib.util
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -790,7 +792,8 @@ def test_recipe_commands_exist_and_accept_their_options() -> None:
                     assert re.search(rf"{re.escape(word)}\b", out), f"{sub}: no option {word}"
 
 
-def test_slurm_recipe_parses_and_runs_the_flow() -> None:
+def test_slurm_recipe_parses_its_command_line_config_and_batch_script() -> None:
+    # What can be checked without SLURM; running it is the next test's, where SLURM is.
     script = DEPLOY / "slurm" / "kmdist_slurm.py"
     tree = ast.parse(script.read_text())
     imported = {
@@ -820,6 +823,29 @@ def test_slurm_recipe_parses_and_runs_the_flow() -> None:
     sbatch = DEPLOY / "slurm" / "segment.sbatch"
     subprocess.run(["bash", "-n", str(sbatch)], check=True)
     assert "deploy/slurm/kmdist_slurm.py run" in sbatch.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("sbatch") is None or importlib.util.find_spec("dask_jobqueue") is None,
+    reason="the SLURM recipe runs only where there is SLURM (sbatch) and dask-jobqueue; "
+    "this machine has neither, so its run is not tested here",
+)
+def test_slurm_recipe_runs_the_flow_on_slurm_workers(tmp_path: Path, prefect_harness: None) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    china = load_sample_image("china.jpg")[::8, ::8]
+    for i in range(2):
+        iio.imwrite(photos / f"p{i}.png", np.ascontiguousarray(np.roll(china, 9 * i, axis=1)))
+    out = tmp_path / "out.zarr"
+    script = DEPLOY / "slurm" / "kmdist_slurm.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        module = import_module("kmdist_slurm")
+    finally:
+        sys.path.remove(str(script.parent))
+    assert module.main(["run", str(photos), "-o", str(out), "-k", "4", "--jobs", "1"]) == 0
+    assert sorted(i.name for i in kmdist.list_segmentations(out) if i.complete) == ["p0", "p1"]
 
 
 def test_readme_names_files_that_exist() -> None:
