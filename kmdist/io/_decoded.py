@@ -9,6 +9,7 @@ dtype the decoding task will produce.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import IO, Any, Literal
 
@@ -215,8 +216,12 @@ def _pillow_header(fp: IO[bytes], source: str, max_pixels: int) -> Header:
             mode, (width, height) = img.mode, img.size
     except UnidentifiedImageError:
         raise ImageReadError(source, "not an image (unknown or unsupported format)") from None
-    except Image.DecompressionBombError:
-        raise ImageReadError(source, _too_large("the image", max_pixels)) from None
+    except Image.DecompressionBombError as exc:
+        # Pillow refuses from the header, before kmdist sees the size: take it from
+        # Pillow's message, so the error says how large the image claims to be.
+        size = re.search(r"Image size \((\d+) pixels\)", str(exc))
+        claimed = f"{int(size.group(1)):,} pixels" if size else "the image"
+        raise ImageReadError(source, _too_large(claimed, max_pixels)) from None
     _, channels, dtype = _pillow_mode(mode, source)
     return Header("pillow", (height, width, channels), np.dtype(dtype))
 

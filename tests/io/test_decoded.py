@@ -31,6 +31,12 @@ def flower() -> np.ndarray:
     return load_sample_image("flower.jpg")
 
 
+def _jpeg(a):
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
 def test_png_round_trip_exact(tmp_path, rng):
     a = rgb(rng, 300, 500)
     img = open_image(save(tmp_path / "a.png", a))
@@ -66,6 +72,22 @@ def test_gif_first_frame(tmp_path, rng):
     out = read(path)
     assert out.shape == (20, 30, 3)
     np.testing.assert_array_equal(out, palette[frames[0][1]])
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG"])
+def test_other_animations_give_their_first_frame(tmp_path, rng, fmt):
+    # Animated WebP and APNG (lossless), as README says of "GIF and other animations".
+    if fmt == "WEBP" and not features.check("webp"):
+        pytest.skip("Pillow built without WebP: no animated WebP to read")
+    first, second = rgb(rng, 20, 30), rgb(rng, 20, 30)
+    path = tmp_path / f"anim.{fmt.lower()}"
+    kw = {"lossless": True} if fmt == "WEBP" else {}
+    Image.fromarray(first).save(
+        path, format=fmt, save_all=True, append_images=[Image.fromarray(second)], **kw
+    )
+    with Image.open(path) as img:
+        assert img.n_frames == 2  # really an animation
+    np.testing.assert_array_equal(read(path), first)
 
 
 @pytest.mark.skipif(not features.check("webp"), reason="Pillow built without WebP")
@@ -183,6 +205,18 @@ def test_huge_png_header_refused_before_decoding(tmp_path):
         open_image(path)
     assert "100000 x 100000" in str(err.value)
     assert str(err.value).startswith(f"{path}: ")
+
+
+def test_huge_jpeg_header_refused_naming_its_size(tmp_path, rng):
+    # Pillow's own guard refuses it on opening: the error still says the size claimed.
+    data = bytearray(_jpeg(rgb(rng, 8, 8)))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = (60_000).to_bytes(2, "big") * 2  # height, width
+    path = tmp_path / "huge.jpg"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="tiled TIFF") as err:
+        open_image(path)
+    assert str(err.value).startswith(f"{path}: 3,600,000,000 pixels is more than max_pixels=")
 
 
 def test_max_pixels(tmp_path, rng):
