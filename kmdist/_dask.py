@@ -209,7 +209,7 @@ def dask_client(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: str | float | None = "auto",
-    dashboard_address: str = ":8787",
+    dashboard_address: str = "127.0.0.1:8787",
     processes: bool | None = None,
     verbose: bool = False,
 ) -> Iterator[Client]:
@@ -227,8 +227,9 @@ def dask_client(
         per process keeps memory per worker predictable.
     memory_limit : str, float or None, default='auto'
         Per-worker memory limit of the LocalCluster.
-    dashboard_address : str, default=':8787'
-        Where the LocalCluster's dashboard listens (a free port is used if taken).
+    dashboard_address : str, default='127.0.0.1:8787'
+        Where the LocalCluster's dashboard listens (a free port is used if taken): the
+        loopback interface, as the LocalCluster's scheduler and workers do, by default.
     processes : bool, optional
         LocalCluster workers as processes (True) or as threads of this process (False).
         By default processes where `spawn_safe`, else threads.
@@ -312,7 +313,7 @@ def dask_client_soon(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: str | float | None = "auto",
-    dashboard_address: str = ":8787",
+    dashboard_address: str = "127.0.0.1:8787",
     processes: bool | None = None,
     verbose: bool = False,
 ) -> Iterator[Callable[[], Client]]:

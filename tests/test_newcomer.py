@@ -29,8 +29,9 @@ from kmdist._dask import dask_client, spawn_safe
 print("safe", spawn_safe())
 """
 CLUSTER = """\
-with dask_client(n_workers=1, dashboard_address="127.0.0.1:0") as client:
+with dask_client(n_workers=1) as client:
     print("processes", client.cluster.processes, client.submit(sum, [1, 2]).result())
+    print("dashboard on", client.cluster.scheduler.http_server.address)
 """
 
 
@@ -79,8 +80,13 @@ def test_unguarded_script_gets_threads_guarded_one_processes(tmp_path):
         "from kmdist._dask import dask_client, spawn_safe\n"
         'if __name__ == "__main__":\n' + textwrap.indent(PROBE + CLUSTER, "    ")
     )
-    assert _python(tmp_path, "plain.py") == "safe False\nprocesses False 3\n"
-    assert _python(tmp_path, "guarded.py") == "safe True\nprocesses True 3\n"
+    # The dashboard, like the scheduler and workers, on the loopback interface only.
+    assert _python(tmp_path, "plain.py") == (
+        "safe False\nprocesses False 3\ndashboard on 127.0.0.1\n"
+    )
+    assert _python(tmp_path, "guarded.py") == (
+        "safe True\nprocesses True 3\ndashboard on 127.0.0.1\n"
+    )
 
 
 @pytest.mark.slow
