@@ -43,8 +43,9 @@ ColorSpace = Literal["rgb", "lab"]
 
 # Concurrent batch tasks in the flow process; each one's array work runs on the cluster.
 IMAGE_CONCURRENCY = 4
-# Most images per Prefect task (see `_batches`).
-BATCH = 64
+# Most and least images per Prefect task (see `_batches`).
+BATCH = 256
+MIN_BATCH = 16
 # Least seconds between two progress lines in the flow's log.
 PROGRESS_SECONDS = 10.0
 
@@ -116,13 +117,16 @@ def segment_images(
 
 
 def _batches(refs: Sequence[ImageRef], concurrency: int) -> Iterator[list[ImageRef]]:
-    """Split `refs` into batches: up to `BATCH` images, enough batches for the threads.
+    """Split `refs` into batches of `MIN_BATCH` to `BATCH` images, two per thread.
 
-    Prefect's cost per task run (state changes through its API) outweighs a thumbnail's
-    work, so many small images share a task; a few large images get one each, so each
-    is complete as soon as it is written.
+    Prefect's cost per task run (state changes through its API, a second or more on a
+    loaded machine) outweighs a thumbnail's work, so many images share a task: 200
+    thumbnails in 8 tasks of 25 took 0.4-0.7x the time of 16 tasks of 13 (see
+    docs/benchmarks.md). Within a task the engine spreads the images over every worker and
+    writes each as soon as it is done, so a batch's size changes neither parallelism nor
+    what a crash leaves complete.
     """
-    size = max(1, min(BATCH, -(-len(refs) // (4 * concurrency))))
+    size = max(min(MIN_BATCH, len(refs)), min(BATCH, -(-len(refs) // (2 * concurrency))))
     for start in range(0, len(refs), size):
         yield list(refs[start : start + size])
 
