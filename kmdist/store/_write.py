@@ -215,8 +215,14 @@ async def _write_whole(
         name = next(iter(nodes))
         raise OutputError(f"{root}/{name}: cannot write: {exc.strerror or exc}") from exc
     seg_group = made[seg_path]
+    assert isinstance(seg_group, zarr.AsyncGroup)
+    writes = []
+    for path, value in data.items():
+        array = made[path]
+        assert isinstance(array, zarr.AsyncArray)
+        writes.append(array.setitem(Ellipsis, value))
     try:
-        await asyncio.gather(*(made[path].setitem(Ellipsis, value) for path, value in data.items()))
+        await asyncio.gather(*writes)
     except BaseException:
         with contextlib.suppress(Exception):  # best effort: the error below matters more
             await seg_group.update_attributes({"kmdist": released})
