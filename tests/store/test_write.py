@@ -267,7 +267,9 @@ def test_one_compute_and_nothing_large_returned(tmp_path, rng):
     assert_array_equal(open_segmentation(tmp_path / "s.zarr", "photo").labels.compute(), labels)
 
 
-def test_write_from_distributed_workers(tmp_path, sample, local_client):
+def test_write_with_a_distributed_client_gives_the_same_levels(tmp_path, sample, local_client):
+    """The stored levels are right when a distributed client is active (that the
+    workers, not this process, write them: tests/store/test_worker_writes.py)."""
     labels, palette = sample
     store = tmp_path / "out.zarr"
     write(store, "photo", labels, palette)
