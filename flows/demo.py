@@ -85,7 +85,10 @@ def run_demo(
     rows = [
         {
             "image": info.name,
-            "size": "x".join(map(str, info.shape or ())),
+            # Height x width x channels, as every other surface prints sizes.
+            "size": "x".join(map(str, (*info.shape, info.palette.channels)))
+            if info.shape and info.palette
+            else "?",
             "k": info.k,
             "inertia": info.inertia,
         }

@@ -143,6 +143,7 @@ def _run(
     preview_dir: str | None,
     follow_symlinks: bool,
     n_workers: int | None,
+    verbose: bool = False,
     concurrency: int,
 ) -> State:
     """Run a segmentation on kmdist's engine; return the run's final state.
@@ -155,7 +156,7 @@ def _run(
     summary = RunSummary()
     where = " ".join(inputs)
     try:
-        with kmdist.dask_client(dask_address, n_workers=n_workers) as client:
+        with kmdist.dask_client(dask_address, n_workers=n_workers, verbose=verbose) as client:
             link = kmdist.dashboard_link(client)
             log.info("Dask dashboard: %s", link)
             create_link_artifact(
@@ -293,6 +294,7 @@ def segment_archive(
     chunks: int | None = None,
     n_workers: int | None = None,
     follow_symlinks: bool = False,
+    verbose: bool = False,
 ) -> Any:
     """Segment every image of `inputs` (paths, folders, globs, archives) into `output`.
 
@@ -300,7 +302,8 @@ def segment_archive(
     rest (unless `overwrite`). The run ends Failed, listing the images that failed, if
     any did; the others are complete. `palette` (a JSON file or ``STORE:NAME``) labels
     every image with a palette learned before, so labels mean the same colours across
-    runs. See the module docstring for the cluster.
+    runs. `verbose` shows Dask's own log lines (by default warnings only). See the
+    module docstring for the cluster.
     """
     inputs_list = [inputs] if isinstance(inputs, str) else list(inputs)
     opts = _options(kmdist.check_n_colors(k), method, color_space, seed, chunks)
@@ -316,6 +319,7 @@ def segment_archive(
         follow_symlinks=follow_symlinks,
         n_workers=n_workers,
         concurrency=IMAGE_CONCURRENCY,
+        verbose=verbose,
     )
 
 
@@ -333,8 +337,13 @@ def segment_image(
     preview_dir: str | None = None,
     chunks: int | None = None,
     n_workers: int | None = None,
+    verbose: bool = False,
 ) -> Any:
-    """Segment one image (PNG, JPEG, TIFF, Zarr, ...) into `output`, as the CLI does."""
+    """Segment one image (PNG, JPEG, TIFF, Zarr, ...) into `output`, as the CLI does.
+
+    `verbose` shows Dask's own log lines (by default warnings only), as in
+    `segment_archive`.
+    """
     opts = _options(kmdist.check_n_colors(k), method, color_space, seed, chunks)
     return _run(
         [source],
@@ -348,6 +357,7 @@ def segment_image(
         follow_symlinks=False,
         n_workers=n_workers,
         concurrency=1,
+        verbose=verbose,
     )
 
 
@@ -366,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--preview", default=None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show Dask's own log lines")
     args = parser.parse_args(argv)
     state: State = segment_archive(  # type: ignore[assignment]
         args.inputs,
@@ -380,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overwrite=args.overwrite,
         preview_dir=args.preview,
         n_workers=args.workers,
+        verbose=args.verbose,
         return_state=True,
     )
     print(state.message or state.name)

@@ -229,7 +229,7 @@ def test_cli_reads_and_writes_s3_as_it_does_local_paths(photos, bucket, tmp_path
     png = iio.imread(io.BytesIO(s3().cat(previews[0])))
     assert png.ndim == 3 and png.shape[0] > 10
     info = run("info", out)
-    assert info.returncode == 0 and "\nchina: 86x128, k=6" in info.stdout
+    assert info.returncode == 0 and "\nchina: 86x128x3, k=6" in info.stdout
     again = run("segment", f"{url}/photos", "-o", out, *args, "--resume")
     assert again.returncode == 0 and "0 done, 4 skipped, 0 failed" in again.stdout
     missing = run("segment", f"{url}/nothing-here.png", "-o", out, *args)

@@ -166,7 +166,9 @@ def _info(args: argparse.Namespace) -> int:
             complete += 1
             if args.summary:
                 continue
-            shape = "x".join(str(s) for s in info.shape) if info.shape else "?"
+            # The labels are (y, x); the palette's colours have the image's channels.
+            channels = (info.palette.channels,) if info.palette is not None else ()
+            shape = _size((*info.shape, *channels)) if info.shape else "?"
             print(
                 f"{info.name}: {shape}, k={info.k}, inertia {info.inertia:.6g}, from {info.source}"
             )

@@ -90,7 +90,7 @@ def test_segment_on_its_own_local_cluster(folder, tmp_path):
     assert "2 done, 0 skipped, 0 failed" in proc.stdout
     info = run("info", str(out))
     assert info.returncode == 0
-    assert "china: 72x107, k=5" in info.stdout
+    assert "china: 72x107x3, k=5" in info.stdout
     again = run("segment", str(folder), "-k", "5", "-o", str(out), "--workers", "1")
     assert again.returncode == 1 and "already complete" in again.stderr
 

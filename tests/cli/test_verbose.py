@@ -57,3 +57,18 @@ def test_segment_verbose_shows_dask_and_the_worker_traceback(folder, tmp_path):
     assert "Compute Failed" in proc.stderr and "Traceback" in proc.stderr, output
     assert len(_dask_lines(output)) > 5, output
     assert f"kmdist segment: {folder / 'cut.jpg'}: cannot decode the image" in proc.stderr
+
+
+def test_info_prints_height_width_channels(tmp_path, capsys):
+    from kmdist import Palette, write_segmentation
+    from kmdist.cli import main
+
+    store = tmp_path / "s.zarr"
+    rgb = Palette(np.array([[0, 0, 0], [9, 9, 9]]), np.array([3, 3]), 0.0)
+    grey = Palette(np.array([[0], [200]]), np.array([3, 3]), 0.0)
+    labels = np.array([[0, 1, 0], [1, 0, 1]], np.uint8)  # 2 rows, 3 columns
+    write_segmentation(store, "rgb", labels, rgb)
+    write_segmentation(store, "grey", labels, grey)
+    assert main(["info", str(store)]) == 0
+    out = capsys.readouterr().out
+    assert "rgb: 2x3x3, k=2" in out and "grey: 2x3x1, k=2" in out
