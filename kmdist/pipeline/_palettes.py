@@ -117,7 +117,9 @@ def shared_palette(
 ) -> tuple[Palette | None, Any, list[ImageRef], list[ImageResult]]:
     """One palette for all `refs`: merged histograms (8-bit RGB) or pooled pixels.
 
-    Images that cannot be read are left out and reported as failed.
+    Images that cannot be read are left out and reported as failed, as are images of
+    another kind than most (channels and dtype: a greyscale PNG among RGB photos), which
+    one palette cannot label; the others share it.
 
     Returns
     -------
@@ -146,11 +148,49 @@ def shared_palette(
             failed.append(ImageResult(ref.name, ref.source, "failed", error=named(ref, exc)))
     if not good:
         return None, None, good, failed
+    good, images, hists, odd = _one_kind(good, images, hists, opts)
+    failed += odd
     if len(hists) == len(images):
         palette, lut = exact_palette_and_lut(merge_histograms(*hists), opts)
         return palette, lut, good, failed
     pal = learn_palette(images, opts.n_colors, method=opts.method, **opts.palette_kwargs())
     return pal, None, good, failed
+
+
+def _one_kind(
+    refs: list[ImageRef],
+    images: list[da.Array],
+    hists: list[ColorHistogram],
+    opts: SegmentOptions,
+) -> tuple[list[ImageRef], list[da.Array], list[ColorHistogram], list[ImageResult]]:
+    """Keep the images of the most common kind (channels, dtype); fail the others.
+
+    Ties go to the kind seen first. `hists` holds the histograms of the 8-bit RGB images
+    among `images`, in order.
+    """
+    kinds = [(int(im.shape[2]), str(im.dtype)) for im in images]
+    counts: dict[tuple[int, str], int] = {}
+    for kind in kinds:
+        counts[kind] = counts.get(kind, 0) + 1
+    main = max(counts, key=lambda kind: counts[kind])  # the first of the most common
+    if len(counts) == 1:
+        return refs, images, hists, []
+    keep_refs, keep_images, keep_hists, odd = [], [], [], []
+    hist_of = iter(hists)
+    for ref, image, kind in zip(refs, images, kinds, strict=True):
+        hist = next(hist_of) if opts.uses_histogram(image) else None
+        if kind == main:
+            keep_refs.append(ref)
+            keep_images.append(image)
+            if hist is not None:
+                keep_hists.append(hist)
+            continue
+        error = (
+            f"{ref.source}: shared palette: the image has {kind[0]} channel(s) of {kind[1]}, "
+            f"the palette is learned from the {counts[main]} image(s) with {main[0]} of {main[1]}"
+        )
+        odd.append(ImageResult(ref.name, ref.source, "failed", error=error))
+    return keep_refs, keep_images, keep_hists, odd
 
 
 def load_palette(spec: str) -> Palette:

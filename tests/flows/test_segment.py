@@ -173,6 +173,32 @@ def test_shared_palette_in_every_image(archive, tmp_path, local_cluster):
     assert pals[0] == pals[1] and pals[0].k == 6
 
 
+def test_shared_palette_over_mixed_inputs_fails_the_grey_image_alone(
+    archive, tmp_path, local_cluster
+):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ("china-a.png", "flower-a.png"):
+        (folder / name).write_bytes((archive / "photos" / name).read_bytes())
+    grey = iio.imread(archive / "photos" / "china-b.png").mean(axis=2).astype(np.uint8)
+    iio.imwrite(folder / "grey.png", grey)
+    out = tmp_path / "o.zarr"
+    state = segment_archive(
+        str(folder),
+        str(out),
+        k=6,
+        shared_palette=True,
+        dask_address=local_cluster.scheduler_address,
+        return_state=True,
+    )
+    assert state.is_failed()
+    assert "1 of 3 images failed" in state.message and str(folder / "grey.png") in state.message
+    assert "1 channel(s) of uint8" in state.message
+    pals = [open_segmentation(out, n).palette for n in ("china-a", "flower-a")]
+    assert pals[0] == pals[1] and pals[0].k == 6
+    assert not any(i.name == "grey" and i.complete for i in list_segmentations(out))
+
+
 def test_flow_on_external_scheduler_and_dashboard_answers(archive, tmp_path, external_scheduler):
     """The flow on separately started `dask scheduler`/`dask worker` processes publishes
     its dashboard link before the run ends (so it can be watched while it runs), and the

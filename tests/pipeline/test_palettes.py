@@ -60,3 +60,37 @@ def test_load_palette_from_json_and_from_a_store(tmp_path, china):
     with pytest.raises(PaletteError, match=r"bad\.json: palette is not valid JSON"):
         load_palette(str(tmp_path / "bad.json"))
     assert isinstance(load_palette(f"{store}:other"), Palette)
+
+
+def test_shared_palette_over_mixed_inputs_fails_the_odd_image_alone(tmp_path, china):
+    """RGB photos, an RGBA one (its alpha dropped: RGB) and a greyscale one: the grey
+    image alone fails, named, and the others share one palette."""
+    import imageio.v3 as iio
+
+    from kmdist import SegmentOptions, list_segmentations, open_images, segment_batch
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    crops = [china[:30, :40], china[30:60, 40:80], china[40:70, 60:100]]
+    for i, crop in enumerate(crops):
+        iio.imwrite(folder / f"rgb{i}.png", crop)
+    alpha = np.full((*crops[0].shape[:2], 1), 200, dtype=np.uint8)
+    iio.imwrite(folder / "rgba.png", np.concatenate([crops[1], alpha], axis=2))
+    iio.imwrite(folder / "grey.png", crops[2].mean(axis=2).astype(np.uint8))
+    out = tmp_path / "o.zarr"
+    results = segment_batch(open_images(folder), out, SegmentOptions(n_colors=4), shared=True)
+    by_name = {r.name: r for r in results}
+    assert by_name["grey"].status == "failed"
+    assert str(folder / "grey.png") in by_name["grey"].error
+    assert "1 channel(s) of uint8" in by_name["grey"].error
+    assert "4 image(s) with 3 of uint8" in by_name["grey"].error
+    done = [r for r in results if r.status == "done"]
+    assert sorted(r.name for r in done) == ["rgb0", "rgb1", "rgb2", "rgba"]
+    colors = {tuple(map(tuple, r.palette.colors)) for r in done}
+    assert len(colors) == 1  # one palette for all four
+    assert {i.name for i in list_segmentations(out) if i.complete} == {
+        "rgb0",
+        "rgb1",
+        "rgb2",
+        "rgba",
+    }
