@@ -1078,7 +1078,10 @@ def check_complete(batch: Batch, cluster: Any, tmp: Path) -> None:
     kept = str(batch.root / "kept.png")
     code, text = _cli(["segment", kept, "-o", str(out)], cluster)
     assert code == 1
-    assert f"{out}/kept: already complete; pass overwrite=True (--overwrite) to replace it" in text
+    assert (
+        f"{out}/kept: already complete; skip it with --resume or replace it with --overwrite (overwrite=True)"
+        in text
+    )
     assert open_segmentation(out, "kept").palette == batch.kept_palette
     code, text = _cli(["segment", kept, "-o", str(out), "--overwrite"], cluster)
     assert code == 0, text

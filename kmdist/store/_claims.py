@@ -28,7 +28,8 @@ def clear_previous(root: StoreRoot, name: str, overwrite: bool, run: str | None)
     block = read_block(root, name)
     if block is not None and block.get("complete") is True and not overwrite:
         raise OutputExistsError(
-            f"{root}/{name}: already complete; pass overwrite=True (--overwrite) to replace it"
+            f"{root}/{name}: already complete; skip it with --resume or replace it with "
+            "--overwrite (overwrite=True)"
         )
     writer = live_writer(root, name, block, run)
     if writer is not None:

@@ -206,7 +206,7 @@ def test_complete_output_is_kept_unless_overwrite(tmp_path, sample, rng):
     store = tmp_path / "out.zarr"
     write(store, "photo", labels, palette)
     with pytest.raises(
-        OutputExistsError, match=r"out\.zarr/photo: already complete; pass overwrite"
+        OutputExistsError, match=r"out\.zarr/photo: already complete; skip it with --resume or replace it"
     ):
         write(store, "photo", labels, palette)
     other, counts = make_labels((60, 80), 3, rng)
@@ -449,7 +449,7 @@ def test_clear_previous_of_a_complete_image(tmp_path, sample):
     with pytest.raises(OutputExistsError) as info:
         clear_previous(root, "photo", overwrite=False, run=None)
     assert str(info.value) == (
-        f"{store}/photo: already complete; pass overwrite=True (--overwrite) to replace it"
+        f"{store}/photo: already complete; skip it with --resume or replace it with --overwrite (overwrite=True)"
     )
     assert is_complete(store, "photo")
     clear_previous(root, "photo", overwrite=True, run=None)
