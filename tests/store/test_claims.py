@@ -206,7 +206,8 @@ def test_complete_output_is_kept_unless_overwrite(tmp_path, sample, rng):
     store = tmp_path / "out.zarr"
     write(store, "photo", labels, palette)
     with pytest.raises(
-        OutputExistsError, match=r"out\.zarr/photo: already complete; skip it with --resume or replace it"
+        OutputExistsError,
+        match=r"out\.zarr/photo: already complete; skip it with --resume or replace it",
     ):
         write(store, "photo", labels, palette)
     other, counts = make_labels((60, 80), 3, rng)
