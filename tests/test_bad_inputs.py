@@ -1079,8 +1079,8 @@ def check_complete(batch: Batch, cluster: Any, tmp: Path) -> None:
     code, text = _cli(["segment", kept, "-o", str(out)], cluster)
     assert code == 1
     assert (
-        f"{out}/kept: already complete; skip it with --resume or replace it with --overwrite (overwrite=True)"
-        in text
+        f"{out}/kept: already complete; skip it with --resume or replace it with "
+        "--overwrite (overwrite=True)" in text
     )
     assert open_segmentation(out, "kept").palette == batch.kept_palette
     code, text = _cli(["segment", kept, "-o", str(out), "--overwrite"], cluster)

@@ -450,7 +450,8 @@ def test_clear_previous_of_a_complete_image(tmp_path, sample):
     with pytest.raises(OutputExistsError) as info:
         clear_previous(root, "photo", overwrite=False, run=None)
     assert str(info.value) == (
-        f"{store}/photo: already complete; skip it with --resume or replace it with --overwrite (overwrite=True)"
+        f"{store}/photo: already complete; skip it with --resume or replace it with "
+        "--overwrite (overwrite=True)"
     )
     assert is_complete(store, "photo")
     clear_previous(root, "photo", overwrite=True, run=None)
