@@ -25,6 +25,7 @@ __all__ = [
     "assign_pixels",
     "build_lut",
     "codes_labels",
+    "is_rgb8",
     "label_dtype",
     "pack_rgb8",
     "recolor",
@@ -66,6 +67,11 @@ def pack_rgb8(block: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
     codes |= block[..., 1].astype(np.uint32) << 8
     codes |= block[..., 2]
     return codes.astype(np.uint32, copy=False)
+
+
+def is_rgb8(image: Any) -> bool:
+    """Whether `image` (y, x, c) is 8-bit RGB, the case histograms handle."""
+    return bool(image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8)
 
 
 def unpack_rgb8(codes: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.uint8]:
@@ -115,16 +121,11 @@ def codes_labels(
     On a thumbnail, faulting in a fresh 2**24-entry table costs more (65,536 pixels,
     28,000 colours: about 1.5 against 8 ms).
     """
-    if palette.dtype != "uint8" or palette.channels != 3 or not is_rgb8_pixels(pixels):
+    if palette.dtype != "uint8" or palette.channels != 3 or not is_rgb8(pixels):
         raise ValueError("labelling through colour codes needs 8-bit RGB pixels and palette")
     pts = to_clustering_space(unpack_rgb8(codes), palette.color_space, "uint8")
     per_color = nearest(pts, _centers_in_space(palette))[0].astype(label_dtype(palette.k))
     return per_color[np.searchsorted(codes, pack_rgb8(pixels))]
-
-
-def is_rgb8_pixels(pixels: npt.NDArray[Any]) -> bool:
-    """Whether `pixels` is an (y, x, 3) uint8 array."""
-    return bool(pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8)
 
 
 def _centers_in_space(palette: Palette) -> npt.NDArray[np.float64]:

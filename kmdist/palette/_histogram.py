@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import dask.array as da
 import numpy as np
@@ -19,7 +18,7 @@ from dask.base import compute
 from dask.delayed import Delayed, delayed
 
 from kmdist.kmeans._rows import tree_reduce
-from kmdist.palette._assign import pack_rgb8, unpack_rgb8
+from kmdist.palette._assign import is_rgb8, pack_rgb8, unpack_rgb8
 from kmdist.palette._counting import count_colors, merge_sorted_counts
 
 __all__ = [
@@ -27,7 +26,6 @@ __all__ = [
     "chunk_histogram",
     "histogram_graph",
     "image_histogram",
-    "is_rgb8",
     "merge_histograms",
 ]
 
@@ -61,11 +59,6 @@ class ColorHistogram:
     def colors(self) -> npt.NDArray[np.uint8]:
         """Return the distinct colours as an (n_colors, 3) uint8 array."""
         return unpack_rgb8(self.codes)
-
-
-def is_rgb8(image: Any) -> bool:
-    """Whether `image` (y, x, c) is 8-bit RGB, the case histograms handle."""
-    return bool(image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8)
 
 
 def chunk_histogram(block: npt.NDArray[np.uint8]) -> ColorHistogram:

@@ -20,8 +20,9 @@ from kmdist.kmeans._lloyd import F64, LloydResult, lloyd, lloyd_dense, seed_cent
 from kmdist.kmeans._minibatch import MiniBatchState, best_seeding, run_minibatch
 from kmdist.kmeans._rows import ConcatRows, DaskRows, NumpyRows
 from kmdist.kmeans._validation import check_random_state
+from kmdist.palette._assign import is_rgb8
 from kmdist.palette._color import from_clustering_space, to_clustering_space
-from kmdist.palette._histogram import ColorHistogram, image_histogram, is_rgb8
+from kmdist.palette._histogram import ColorHistogram, image_histogram
 from kmdist.palette._limits import MAX_COLORS, check_n_colors
 from kmdist.palette._palette import ColorSpace, Palette
 

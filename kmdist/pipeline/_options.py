@@ -14,7 +14,7 @@ import numpy.typing as npt
 
 from kmdist.io._listing import ImageRef
 from kmdist.io._open import DEFAULT_MAX_PIXELS
-from kmdist.palette._histogram import is_rgb8
+from kmdist.palette._assign import is_rgb8
 from kmdist.palette._palette import ColorSpace, Palette
 from kmdist.store._read import is_complete
 
