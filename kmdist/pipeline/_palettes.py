@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,7 +70,7 @@ def palette_and_labels(
         palette, _ = palette_for(pixels, opts)
         return palette, assign_pixels(pixels, palette)
     hist = chunk_histogram(pixels)
-    palette = palette_from_histogram(hist, opts.n_colors, **opts.palette_kwargs())
+    palette = _exact_palette(hist, opts)
     return palette, codes_labels(pixels, palette, hist.codes)
 
 
@@ -77,9 +78,13 @@ def exact_palette_and_lut(
     hist: ColorHistogram, opts: SegmentOptions
 ) -> tuple[Palette, npt.NDArray[Any]]:
     """Return the exact palette of histogram `hist` and the lookup table of its colours."""
-    palette = palette_from_histogram(hist, opts.n_colors, **opts.palette_kwargs())
+    palette = _exact_palette(hist, opts)
     # Only the colours present need entries: the image's pixels are exactly those.
     return palette, build_lut(palette, hist.codes)
+
+
+def _exact_palette(hist: ColorHistogram, opts: SegmentOptions) -> Palette:
+    return palette_from_histogram(hist, opts.n_colors, **opts.palette_kwargs())
 
 
 def _exact_on_cluster(image: da.Array, opts: SegmentOptions) -> tuple[Palette, Any]:
@@ -169,12 +174,10 @@ def _one_kind(
     among `images`, in order.
     """
     kinds = [(int(im.shape[2]), str(im.dtype)) for im in images]
-    counts: dict[tuple[int, str], int] = {}
-    for kind in kinds:
-        counts[kind] = counts.get(kind, 0) + 1
-    main = max(counts, key=lambda kind: counts[kind])  # the first of the most common
+    counts = Counter(kinds)
     if len(counts) == 1:
         return refs, images, hists, []
+    ((main, _),) = counts.most_common(1)  # equal counts: the kind seen first
     keep_refs, keep_images, keep_hists, odd = [], [], [], []
     hist_of = iter(hists)
     for ref, image, kind in zip(refs, images, kinds, strict=True):
