@@ -188,11 +188,10 @@ def _numpy_levels(
     """Every level's labels and recoloured planes, by array path."""
     data: dict[str, npt.NDArray[Any]] = {}
     level = labels
-    for i in range(len(layout)):
+    for i, lay in enumerate(layout):
         if i:
             level = level[::2, ::2]
-        data[f"{name}/{SEG_PATH}/{i}"] = level
-        data[f"{name}/{i}"] = color_planes(level, palette.colors_as())
+        data[f"{name}/{SEG_PATH}/{i}"], data[f"{name}/{i}"] = _level_sources(level, lay, palette)
     return data
 
 
@@ -212,8 +211,7 @@ async def _write_whole(
             )
         }
     except OSError as exc:
-        name = next(iter(nodes))
-        raise OutputError(f"{root}/{name}: cannot write: {exc.strerror or exc}") from exc
+        raise _cannot_write(root, nodes, exc) from exc
     seg_group = made[seg_path]
     assert isinstance(seg_group, zarr.AsyncGroup)
     writes = []
@@ -464,5 +462,9 @@ def _create_nodes(root: StoreRoot, nodes: dict[str, Any]) -> dict[str, Any]:
     try:
         return dict(zarr.create_hierarchy(store=root.zarr_store(), nodes=nodes))
     except OSError as exc:
-        name = next(iter(nodes))
-        raise OutputError(f"{root}/{name}: cannot write: {exc.strerror or exc}") from exc
+        raise _cannot_write(root, nodes, exc) from exc
+
+
+def _cannot_write(root: StoreRoot, nodes: dict[str, Any], exc: OSError) -> OutputError:
+    """Return the error for an image whose `nodes` the store refused, naming its group."""
+    return OutputError(f"{root}/{next(iter(nodes))}: cannot write: {exc.strerror or exc}")
