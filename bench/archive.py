@@ -113,9 +113,7 @@ def run(n: int, work: Path, cap: float, repeats: int) -> dict[str, Any]:
     outputs[server_way] = flow_out
     runs: dict[str, list[Measured]] = {way: [] for way in [*ways, server_way]}
     notes: dict[str, str] = dict.fromkeys(runs, "")
-    startups: list[float] = []
     with prefect_server(work) as startup:
-        startups.append(startup)
         print(f"prefect server start-up: {startup:.1f} s", flush=True)
         for _ in range(repeats):
             for way, cmd in [*ways.items(), (server_way, ways["Prefect flow segment_archive"])]:
@@ -136,7 +134,7 @@ def run(n: int, work: Path, cap: float, repeats: int) -> dict[str, Any]:
         times = [m.seconds for m in measured]
         rows.append(Row(case, way, mid.seconds, None, mid.peak_rss_gb, notes[way], times))
     rows.append(
-        Row(case, "Prefect server start-up (excluded above)", startups[0], None, None, "", startups)
+        Row(case, "Prefect server start-up (excluded above)", startup, None, None, "", [startup])
     )
     return {"machine": machine(), "images": n, "rows": rows}
 

@@ -226,7 +226,7 @@ def prefect_server(work: Path) -> Any:
     home = work / "prefect-home"
     home.mkdir(parents=True, exist_ok=True)
     api = f"http://127.0.0.1:{port}/api"
-    saved = {"PREFECT_API_URL": os.environ.get("PREFECT_API_URL")}
+    saved = os.environ.get("PREFECT_API_URL")
     env = {
         **os.environ,
         "PREFECT_HOME": str(home),
@@ -257,11 +257,10 @@ def prefect_server(work: Path) -> Any:
             os.environ["PREFECT_API_URL"] = api
             yield startup
         finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            if saved is None:
+                os.environ.pop("PREFECT_API_URL", None)
+            else:
+                os.environ["PREFECT_API_URL"] = saved
             proc.terminate()
             try:
                 proc.wait(timeout=30)

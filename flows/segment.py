@@ -143,8 +143,8 @@ def _run(
     preview_dir: str | None,
     follow_symlinks: bool,
     n_workers: int | None,
-    verbose: bool = False,
     concurrency: int,
+    verbose: bool,
 ) -> State:
     """Run a segmentation on kmdist's engine; return the run's final state.
 
