@@ -17,6 +17,7 @@ from sklearn.exceptions import NotFittedError as SkNotFittedError
 from sklearn.metrics import adjusted_rand_score
 
 from kmdist import ConvergenceWarning, KMeans, MiniBatchKMeans, NotFittedError
+from tests._computes import recorded_computes
 
 ESTIMATORS = [KMeans, MiniBatchKMeans]
 
@@ -277,22 +278,14 @@ def test_dask_weights_accepted(blobs):
 def test_dask_fit_never_pulls_samples_to_client(rng):
     """Every result a compute returns to the client during fit is small next to X."""
     X = da.from_array(rng.normal(size=(1_000_000, 3)), chunks=(150_000, 3))
-    returned: list[int] = []
-
-    def recording_get(dsk, keys, **kwargs):
-        out = dask.threaded.get(dsk, keys, **kwargs)
-        returned.append(sum(np.asarray(o).nbytes for o in dask.core.flatten(out)))
-        return out
-
-    with dask.config.set(scheduler=recording_get):
+    with recorded_computes() as computes:
         KMeans(8, random_state=0, init_size=2000).fit(X)
-    assert returned and max(returned) < 100_000  # statistics and a seeding sample only
-    returned.clear()
-    with dask.config.set(scheduler=recording_get):
+    assert computes.returned and max(computes.returned) < 100_000  # statistics, a sample
+    with recorded_computes() as computes:
         MiniBatchKMeans(8, random_state=0, batch_size=1024, max_iter=1).fit(X)
     # Mini-batches travel a bounded pool at a time, however large X is.
     pool_rows = MiniBatchKMeans._POOL_VALUES // (1024 * 3) * 1024
-    assert max(returned) <= pool_rows * (3 + 1) * 8 < X.nbytes  # rows and their weights
+    assert max(computes.returned) <= pool_rows * (3 + 1) * 8 < X.nbytes  # rows and their weights
 
 
 # --- Parameters and bad input -------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -13,6 +12,7 @@ from numpy.testing import assert_array_equal
 from PIL import Image
 
 from kmdist.store._preview import swatch_side, write_preview
+from tests._computes import recorded_computes
 from tests.store._helpers import make_labels, make_palette
 
 
@@ -75,18 +75,11 @@ def test_preview_wraps_many_swatches(tmp_path, rng):
 def test_preview_computes_only_the_small_arrays(tmp_path, sample, rng):
     labels, palette = sample
     original = da.from_array(rng.integers(0, 256, (300, 500, 3), dtype=np.uint8), chunks=100)
-    returned: list[int] = []
-
-    def recording_get(dsk, keys, **kwargs):
-        out = dask.threaded.get(dsk, keys, **kwargs)
-        returned.append(sum(np.asarray(o).nbytes for o in dask.core.flatten(out)))
-        return out
-
-    with dask.config.set(scheduler=recording_get):
+    with recorded_computes() as computes:
         write_preview(
             tmp_path / "p.png", original, da.from_array(labels, chunks=100), palette, max_side=100
         )
-    assert len(returned) == 1 and returned[0] == 60 * 100 * 4  # 3 channels + labels
+    assert computes.returned == [60 * 100 * 4]  # one compute: 3 channels + labels
 
 
 # --- swatch_side --------------------------------------------------------------------
@@ -239,17 +232,11 @@ def test_preview_failure_leaves_no_partial_file(tmp_path, sample, monkeypatch):
 
 def test_preview_is_one_computation(tmp_path, sample):
     labels, palette = sample
-    calls = []
-
-    def recording_get(dsk, keys, **kwargs):
-        calls.append(len(keys))
-        return dask.threaded.get(dsk, keys, **kwargs)
-
-    with dask.config.set(scheduler=recording_get):
+    with recorded_computes() as computes:
         write_preview(
             tmp_path / "p.png",
             da.zeros((300, 500, 3), dtype=np.uint8, chunks=100),
             da.from_array(labels, chunks=100),
             palette,
         )
-    assert len(calls) == 1
+    assert len(computes.keys) == 1

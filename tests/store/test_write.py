@@ -18,6 +18,7 @@ from kmdist.store._claims import process_start
 from kmdist.store._errors import OutputError
 from kmdist.store._read import is_complete, open_segmentation
 from kmdist.store._write import level_arrays, write_segmentation
+from tests._computes import recorded_computes
 from tests.store._helpers import (
     attrs_of,
     complete_images_of,
@@ -253,17 +254,10 @@ def test_bad_labels(tmp_path, sample, labels):
 def test_one_compute_and_nothing_large_returned(tmp_path, rng):
     labels, counts = make_labels((1200, 1000), 5, rng)
     palette = make_palette(counts, rng)
-    calls: list[int] = []
-
-    def recording_get(dsk, keys, **kwargs):
-        out = dask.threaded.get(dsk, keys, **kwargs)
-        calls.append(sum(np.asarray(o).nbytes for o in dask.core.flatten(out) if o is not None))
-        return out
-
-    with dask.config.set(scheduler=recording_get):
+    with recorded_computes() as computes:
         write(tmp_path / "s.zarr", "photo", labels, palette, chunks=256)
-    assert len(calls) == 1  # every level of both pyramids in one graph
-    assert calls[0] < 1000  # the store tasks return nothing of size
+    assert len(computes.returned) == 1  # every level of both pyramids in one graph
+    assert computes.returned[0] < 1000  # the store tasks return nothing of size
     assert_array_equal(open_segmentation(tmp_path / "s.zarr", "photo").labels.compute(), labels)
 
 
