@@ -24,6 +24,7 @@ _EXPORTS = {
     "ImageRef": "kmdist.io._open",
     "open_image": "kmdist.io._open",
     "open_images": "kmdist.io._open",
+    "iter_images": "kmdist.io._open",
     "KMeans": "kmdist.kmeans._estimators",
     "MiniBatchKMeans": "kmdist.kmeans._estimators",
     "FewerColorsWarning": "kmdist.palette._learn",
@@ -76,6 +77,7 @@ if TYPE_CHECKING:
         DEFAULT_MAX_PIXELS,
         ImageReadError,
         ImageRef,
+        iter_images,
         open_image,
         open_images,
     )
@@ -135,6 +137,7 @@ __all__ = [
     "dask_client",
     "image_histogram",
     "is_complete",
+    "iter_images",
     "iter_segment",
     "iter_segmentations",
     "kmeans_plusplus",

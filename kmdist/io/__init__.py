@@ -1,7 +1,7 @@
 """Inputs: list images (files, folders, globs, archives, storage URLs) and open them.
 
-- `_listing`: inputs to `ImageRef` values, each with a unique group name;
-- `_open`: `open_image` and `open_images`, the public entry points;
+- `_listing`: inputs to a stream of `ImageRef` values, each with a unique group name;
+- `_open`: `open_image`, `iter_images` and `open_images`, the public entry points;
 - `_formats`: picks the reader for one source (lazy TIFF/Zarr, or a whole decode);
 - `_tiled`: TIFF and Zarr read lazily, chunks aligned with the source's tiles;
 - `_decoded`: PNG, JPEG, BMP, GIF, WebP, ... decoded whole (`_png16` for 16-bit PNG);

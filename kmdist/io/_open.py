@@ -8,9 +8,10 @@ Each kind of source is read the cheapest way that keeps memory bounded:
 - every other format (PNG, JPEG, BMP, GIF, WebP, ...) is decoded whole, in one task on a
   worker, and is refused up front, from its header, when it has more than `max_pixels`.
 
-`open_images` turns files, folders, glob patterns and zip or tar archives into a sorted
-list of `ImageRef`, each with a unique name fit for a Zarr group. Archive members are read
-from the archive, never extracted to disk. Problems found while listing become refs whose
+`iter_images` turns files, folders, glob patterns and zip or tar archives into a stream
+of `ImageRef` sorted by path, each with a unique name fit for a Zarr group, listing one
+folder at a time; `open_images` is its list. Archive members are read from the archive,
+never extracted to disk. Problems found while listing become refs whose
 `ImageRef.open` raises, so that a batch reports them as failed images and runs the others.
 
 The work is done in small modules, one job each: `kmdist.io._listing` lists inputs as refs,
@@ -23,7 +24,7 @@ The work is done in small modules, one job each: `kmdist.io._listing` lists inpu
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import dask.array as da
 
@@ -35,9 +36,16 @@ from kmdist.io._decoded import DEFAULT_MAX_PIXELS
 from kmdist.io._errors import ImageReadError
 from kmdist.io._formats import open_source
 from kmdist.io._listing import IMAGE_SUFFIXES as IMAGE_SUFFIXES
-from kmdist.io._listing import ImageRef, expand, unique_names
+from kmdist.io._listing import ImageRef, stream_input, unique_names
 
-__all__ = ["DEFAULT_MAX_PIXELS", "ImageReadError", "ImageRef", "open_image", "open_images"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "ImageReadError",
+    "ImageRef",
+    "iter_images",
+    "open_image",
+    "open_images",
+]
 
 
 def open_image(
@@ -154,8 +162,59 @@ def open_images(
     ImageReadError
         If an input does not exist, or a glob pattern matches nothing.
     """
+    return list(iter_images(inputs, follow_symlinks=follow_symlinks))
+
+
+def iter_images(
+    inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    follow_symlinks: bool = False,
+) -> Iterator[ImageRef]:
+    """Yield the images in files, folders, glob patterns and archives as they are found.
+
+    The same refs, in the same order and with the same names, as `open_images`, which is
+    ``list(iter_images(...))``; but a folder is walked one sub-folder at a time, depth
+    first, so the first ref comes before the walk ends and memory does not grow with the
+    folder (only with its largest directory, whose names are sorted). What grows is the
+    set of names taken (see `kmdist.io._listing.unique_names`): a few tens of bytes per
+    image, where a list of refs holds some 350.
+
+    Every input is checked when the iterator is created, before anything is yielded, so
+    that a missing input or a pattern matching nothing raises up front. The checks are
+    cheap: a ``stat``, a pattern's first match, one request for a URL. Listed whole, as
+    their sources give them: a pattern's matches (sorted paths; `glob` has no order to
+    stream in), a storage-URL pattern's matches (fsspec's ``glob`` returns a list) and an
+    archive's members (its index).
+
+    Parameters
+    ----------
+    inputs : str, os.PathLike or sequence of them
+        What to list; see `open_images`.
+    follow_symlinks : bool, default=False
+        Follow symbolic links to folders, and to files outside the folder listed.
+
+    Returns
+    -------
+    Iterator of ImageRef
+        The images found, possibly none (a folder without images).
+
+    Raises
+    ------
+    ImageReadError
+        When called, if an input does not exist, or a glob pattern matches nothing;
+        while iterating, if a storage URL's listing fails for a reason other than I/O.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for rel in ["b.png", "a/x.png", "a.png", "a-b.png"]:
+    ...     (root / rel).parent.mkdir(exist_ok=True)
+    ...     (root / rel).touch()
+    >>> [ref.name for ref in iter_images(root)]
+    ['a-b', 'a', 'a_x', 'b']
+    """
     items = [inputs] if isinstance(inputs, str | os.PathLike) else list(inputs)
-    refs: list[ImageRef] = []
-    for item in items:
-        refs.extend(expand(os.fspath(item), follow_symlinks))
-    return unique_names(refs)
+    # Every input checked (and its listing set up) before the first ref is yielded.
+    streams = [stream_input(os.fspath(item), follow_symlinks) for item in items]
+    return unique_names(ref for stream in streams for ref in stream)

@@ -105,16 +105,23 @@ def test_symlinks_out_of_the_folder(tmp_path, rng):
 
 def test_unlistable_folder_is_a_failed_ref(tmp_path, rng, monkeypatch):
     save(tmp_path / "a.png", rgb(rng))
+    save(tmp_path / "locked.png", rgb(rng))
+    (tmp_path / "locked").mkdir()
+    save(tmp_path / "locked" / "x.png", rgb(rng))
+    real_scandir = os.scandir
 
-    def walk(top, onerror, followlinks):  # root may read any folder: fake the refusal
-        onerror(PermissionError(13, "Permission denied", os.path.join(top, "locked")))
-        yield str(top), [], ["a.png"]
+    def scandir(path):  # root may read any folder: fake the refusal
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
 
-    monkeypatch.setattr("kmdist.io._listing.os.walk", walk)
+    monkeypatch.setattr("kmdist.io._listing.os.scandir", scandir)
     refs = open_images(tmp_path)
-    assert [r.name for r in refs] == ["a", "locked"]
+    # Where the folder's path sorts, before locked.png; names unique as ever.
+    assert [r.name for r in refs] == ["a", "locked", "locked-2"]
     with pytest.raises(ImageReadError, match="cannot list this folder"):
         refs[1].open()
+    refs[2].open()
 
 
 def test_empty_folder_gives_no_refs(tmp_path):
