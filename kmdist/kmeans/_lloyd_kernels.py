@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from kmdist.kmeans._sparse import CSR
 
-__all__ = ["canonical_order", "dense_lloyd", "hamerly_step", "pairwise_distances"]
+__all__ = ["bounded_lloyd", "canonical_order", "dense_lloyd", "hamerly_step", "pairwise_distances"]
 
 # Below this many samples a Lloyd step runs in one thread: a thread hand-off costs more.
 # (342,000 colours, 103 steps: 0.10 s in one thread, 0.067 s in two.)
@@ -413,6 +413,80 @@ def _dense_pass(
 
 
 @numba.njit(cache=True, nogil=True)
+def _relocate(
+    X: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    centers: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.int64],
+    dist: npt.NDArray[np.float64],
+    stats: npt.NDArray[np.float64],
+    on_centre: float,
+) -> None:
+    """`kmdist.kmeans._lloyd._relocate_empty` for one run, edited into packed `stats`.
+
+    `labels` and `dist` are every sample's nearest centre and squared distance (as
+    `_dense_pass` gives them).
+    """
+    n, d = X.shape
+    k = centers.shape[0]
+    empty = stats[:, d] <= 0
+    m = min(int(empty.sum()), n)
+    if m == 0:
+        return
+    # The farthest samples from their centres (zero weights last), stable order.
+    far = np.argsort(-np.where(w > 0, dist, -1.0), kind="mergesort")[:m]
+    slot = 0
+    for j in range(k):
+        if not empty[j]:
+            continue
+        if slot >= m or w[far[slot]] <= 0:
+            break
+        s = far[slot]
+        old = labels[s]
+        gap = 0.0
+        xx = 0.0
+        cc = 0.0
+        for f in range(d):
+            gap += (X[s, f] - centers[old, f]) ** 2
+            xx += X[s, f] * X[s, f]
+            cc += centers[old, f] * centers[old, f]
+        if gap <= on_centre * max(xx, cc):
+            break  # the farthest samples left sit on their centres
+        wt = w[s]
+        for f in range(d):
+            stats[old, f] -= wt * X[s, f]
+            stats[j, f] = wt * X[s, f]
+        stats[old, d] -= wt
+        stats[old, d + 1] -= dist[s] * wt
+        stats[j, d] = wt
+        stats[j, d + 1] = 0.0
+        slot += 1
+
+
+@numba.njit(cache=True, nogil=True)
+def _new_centers(
+    stats: npt.NDArray[np.float64], centers: npt.NDArray[np.float64]
+) -> tuple[float, float]:
+    """Move `centers` to the means in packed `stats` (an empty cluster's stays), in place.
+
+    Returns the summed squared shift and the largest squared shift of one centre, as
+    `kmdist.kmeans._lloyd.lloyd` computes them for its stopping rules.
+    """
+    k, d = centers.shape
+    shift = 0.0
+    largest = 0.0
+    for j in range(k):
+        moved = 0.0
+        for f in range(d):
+            c = stats[j, f] / stats[j, d] if stats[j, d] > 0 else centers[j, f]
+            moved += (c - centers[j, f]) ** 2
+            centers[j, f] = c
+        shift += moved
+        largest = max(largest, moved)
+    return shift, largest
+
+
+@numba.njit(cache=True, nogil=True)
 def dense_lloyd(
     X: npt.NDArray[np.float64],
     w: npt.NDArray[np.float64],
@@ -444,47 +518,9 @@ def dense_lloyd(
         _dense_pass(X, w, centers, labels, dist, stats)
         inertia = stats[:, d + 1].sum()
         weights = stats[:, d].copy()
-        empty = stats[:, d] <= 0
-        m = min(int(empty.sum()), n)
-        if m > 0:
-            # The farthest samples from their centres (zero weights last), stable order.
-            far = np.argsort(-np.where(w > 0, dist, -1.0), kind="mergesort")[:m]
-            slot = 0
-            for j in range(k):
-                if not empty[j]:
-                    continue
-                if slot >= m or w[far[slot]] <= 0:
-                    break
-                s = far[slot]
-                old = labels[s]
-                gap = 0.0
-                xx = 0.0
-                cc = 0.0
-                for f in range(d):
-                    gap += (X[s, f] - centers[old, f]) ** 2
-                    xx += X[s, f] * X[s, f]
-                    cc += centers[old, f] * centers[old, f]
-                if gap <= on_centre * max(xx, cc):
-                    break  # the farthest samples left sit on their centres
-                wt = w[s]
-                for f in range(d):
-                    stats[old, f] -= wt * X[s, f]
-                    stats[j, f] = wt * X[s, f]
-                stats[old, d] -= wt
-                stats[old, d + 1] -= dist[s] * wt
-                stats[j, d] = wt
-                stats[j, d + 1] = 0.0
-                slot += 1
-        shift = 0.0
-        largest = 0.0
-        for j in range(k):
-            moved = 0.0
-            for f in range(d):
-                c = stats[j, f] / stats[j, d] if stats[j, d] > 0 else centers[j, f]
-                moved += (c - centers[j, f]) ** 2
-                centers[j, f] = c
-            shift += moved
-            largest = max(largest, moved)
+        if (stats[:, d] <= 0).any():
+            _relocate(X, w, centers, labels, dist, stats, on_centre)
+        shift, largest = _new_centers(stats, centers)
         n_iter += 1
         final_pass = shift != 0
         if shift <= tol or (eps_sq >= 0 and largest <= eps_sq):
@@ -494,3 +530,128 @@ def dense_lloyd(
         inertia = stats[:, d + 1].sum()
         weights = stats[:, d].copy()
     return centers, inertia, weights, n_iter
+
+
+@numba.njit(cache=True, nogil=True)
+def _bounded_stats(
+    centers: npt.NDArray[np.float64],
+    sums: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    sq: npt.NDArray[np.float64],
+    stats: npt.NDArray[np.float64],
+) -> None:
+    """Packed (k, d + 2) stats from running moments, as `_rows._Bounds.stats` packs them."""
+    k, d = centers.shape
+    for j in range(k):
+        cs = 0.0
+        cc = 0.0
+        for f in range(d):
+            cs += centers[j, f] * sums[j, f]
+            cc += centers[j, f] * centers[j, f]
+            stats[j, f] = sums[j, f]
+        stats[j, d] = weights[j]
+        stats[j, d + 1] = max(sq[j] - 2 * cs + weights[j] * cc, 0.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _move_bounds(
+    X: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    centers: npt.NDArray[np.float64],
+    placed: npt.NDArray[np.float64],
+    drift: npt.NDArray[np.float64],
+    max_drift: float,
+    labels: npt.NDArray[np.int32],
+    upper: npt.NDArray[np.float64],
+    lower: npt.NDArray[np.float64],
+    sums: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    sq: npt.NDArray[np.float64],
+) -> float:
+    """`hamerly_step` in one thread: bounds and moments moved from `placed` to `centers`.
+
+    Returns the new `max_drift`; `placed` becomes `centers`.
+    """
+    k, d = centers.shape
+    largest = 0.0
+    scale = 0.0
+    for j in range(k):
+        moved = 0.0
+        norm = 0.0
+        for f in range(d):
+            moved += (centers[j, f] - placed[j, f]) ** 2
+            norm += centers[j, f] * centers[j, f]
+        drift[j] += math.sqrt(moved)
+        largest = max(largest, math.sqrt(moved))
+        scale = max(scale, math.sqrt(norm))
+    max_drift += largest
+    _hamerly_step(X, w, centers, drift, max_drift, labels, upper, lower, sums, weights, sq, scale)
+    placed[:] = centers
+    return max_drift
+
+
+@numba.njit(cache=True, nogil=True)
+def bounded_lloyd(
+    X: npt.NDArray[np.float64],
+    w: npt.NDArray[np.float64],
+    init: npt.NDArray[np.float64],
+    max_iter: int,
+    tol: float,
+    eps_sq: float,
+    on_centre: float,
+) -> tuple[npt.NDArray[np.float64], float, npt.NDArray[np.float64], int]:
+    """`dense_lloyd` keeping Hamerly's bounds between iterations, as `lloyd` does.
+
+    The single-run `lloyd` on `kmdist.kmeans._rows.NumpyRows` (its `_Bounds`, one
+    unthreaded `hamerly_step` an iteration) with no Python between iterations: on tens
+    of thousands of samples (a thumbnail's distinct colours) most iterations search few
+    samples, and `lloyd`'s NumPy calls around each step cost more than the step.
+    Returns the centres, the inertia, the cluster weights and the iterations run.
+    """
+    n, d = X.shape
+    k = init.shape[0]
+    centers = init.copy()
+    placed = init.copy()  # the centres the bounds hold for
+    labels = np.full(n, -1, dtype=np.int32)  # -1: the first step searches every sample
+    upper = np.full(n, np.inf)
+    lower = np.zeros(n)
+    drift = np.zeros(k)
+    sums = np.zeros((k, d))
+    weights = np.zeros(k)
+    sq = np.zeros(k)
+    max_drift = _move_bounds(
+        X, w, centers, placed, drift, 0.0, labels, upper, lower, sums, weights, sq
+    )
+    stats = np.zeros((k, d + 2))
+    near = np.zeros(n, dtype=np.int64)  # every sample's nearest centre, to relocate
+    dist = np.zeros(n)
+    scratch = np.zeros((k, d + 2))
+    inertia = 0.0
+    cluster_w = np.zeros(k)
+    n_iter = 0
+    final_pass = False
+    for it in range(max_iter):
+        if it > 0 and k > 1:  # one centre: every label is 0 (as `_Bounds.move`)
+            max_drift = _move_bounds(
+                X, w, centers, placed, drift, max_drift, labels, upper, lower, sums, weights, sq
+            )
+        _bounded_stats(centers, sums, weights, sq, stats)
+        inertia = stats[:, d + 1].sum()
+        cluster_w = stats[:, d].copy()
+        if (stats[:, d] <= 0).any():
+            _dense_pass(X, w, centers, near, dist, scratch)
+            _relocate(X, w, centers, near, dist, stats, on_centre)
+        shift, largest = _new_centers(stats, centers)
+        n_iter += 1
+        final_pass = shift != 0
+        if shift <= tol or (eps_sq >= 0 and largest <= eps_sq):
+            break
+    if final_pass:
+        if k > 1:
+            max_drift = _move_bounds(
+                X, w, centers, placed, drift, max_drift, labels, upper, lower, sums, weights, sq
+            )
+        _bounded_stats(centers, sums, weights, sq, stats)
+        inertia = stats[:, d + 1].sum()
+        cluster_w = stats[:, d].copy()
+    return centers, inertia, cluster_w, n_iter

@@ -178,18 +178,25 @@ def palette_from_histogram(
     )
 
 
-# Most samples times clusters for which a Lloyd run is compiled whole (`lloyd_dense`);
-# above, `lloyd`'s Hamerly bounds save more distances than its per-iteration NumPy calls
-# cost (about 0.4 ms an iteration either way at 28,000 colours and k=8).
+# Most samples times clusters for which a Lloyd run is compiled whole without bounds
+# (`lloyd_dense`): there every distance costs less than keeping bounds.
 _DENSE_WORK = 1 << 17
+# Fewest samples for which `lloyd`'s threaded Hamerly steps beat one compiled run
+# keeping the bounds in one thread (`lloyd_dense(bounds=True)`): where the step splits.
+_THREADED_FROM = 1 << 18
 
 
 def _lloyd(
     rows: NumpyRows, centers: F64, *, max_iter: int, tol: float, eps: float | None
 ) -> LloydResult:
-    """`lloyd` or, on a small stage, the compiled `lloyd_dense` (same steps and rules)."""
+    """`lloyd`, or a compiled `lloyd_dense` run (same steps and rules) where it is faster."""
     if rows.n_samples * centers.shape[1] <= _DENSE_WORK:
         return lloyd_dense(rows.X, rows.w, centers, max_iter=max_iter, tol=tol, eps=eps)
+    if centers.shape[0] == 1 and rows.n_samples < _THREADED_FROM:
+        # One run (the best restart refined on every colour): the bounds carry over.
+        return lloyd_dense(
+            rows.X, rows.w, centers, max_iter=max_iter, tol=tol, eps=eps, bounds=True
+        )
     return lloyd(rows, centers, max_iter=max_iter, tol=tol, eps=eps)
 
 

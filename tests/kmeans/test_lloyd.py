@@ -124,3 +124,34 @@ def test_compiled_dense_lloyd_runs_as_lloyd_does(case):
     assert_allclose(got.centers, want.centers, rtol=1e-9, atol=1e-9)
     assert_allclose(got.weights, want.weights, rtol=1e-12)
     assert_allclose(got.inertia, want.inertia, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", range(24))
+def test_compiled_bounded_lloyd_runs_as_single_run_lloyd_does(case):
+    """`lloyd_dense(bounds=True)` keeps Hamerly's bounds between compiled iterations as
+    `lloyd` keeps them for one run (`NumpyRows`' bounds): the same iterations, and the
+    same centres, weights and inertia to the bit, with duplicates, zero weights, empty
+    clusters (relocation), `tol`, `eps` and a single centre."""
+    from kmdist.kmeans._lloyd import lloyd, lloyd_dense
+    from kmdist.kmeans._rows import NumpyRows
+
+    rng = np.random.default_rng(1000 + case)
+    n, d = int(rng.integers(5, 20_000)), int(rng.integers(1, 5))
+    k = 1 if case == 7 else int(rng.integers(2, 20))
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 100)
+    if case % 4 == 0:
+        X = np.round(X)  # duplicate samples
+    w = rng.uniform(0.1, 5, n) if case % 2 else np.ones(n)
+    if case % 3 == 0:
+        w[rng.random(n) < 0.3] = 0.0
+    # Seeds far from the data leave clusters empty: relocation runs.
+    start = X[rng.choice(n, (1, k))] if case % 5 else rng.normal(size=(1, k, d)) * 500
+    tol = 0.0 if case % 4 else 1e-4
+    eps = 0.5 if case % 6 == 0 else None
+    max_iter = 5 if case == 11 else 300  # stopped by max_iter: the final pass still runs
+    want = lloyd(NumpyRows(X, w), start, max_iter=max_iter, tol=tol, eps=eps)
+    got = lloyd_dense(X, w, start, max_iter=max_iter, tol=tol, eps=eps, bounds=True)
+    assert_array_equal(got.n_iter, want.n_iter)
+    assert_array_equal(got.centers, want.centers)
+    assert_array_equal(got.weights, want.weights)
+    assert_allclose(got.inertia, want.inertia, rtol=1e-12, atol=1e-9)
