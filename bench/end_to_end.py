@@ -5,7 +5,9 @@ crops of the sample photos with mild noise, stored as Zarr with 1024 x 1024 chun
 (`gigapixel.make_image`). Then runs, each as its own process with start-up included:
 
 - ``kmdist segment -k 16`` on a 2-worker LocalCluster (and on a 1-worker one: target 4);
-- scikit-learn's colour-quantisation recipe scaled up (KMeans(16) on a 1% sample);
+- scikit-learn's colour-quantisation recipe scaled up (KMeans(16) on a 1% sample), in
+  float64 as documented and in float32 as a user writes it for speed, and faiss
+  `Kmeans(3, 16)` on the same sample;
 - the seed's path (MiniBatchKMeans(16) on every pixel) and dask-ml KMeans(16), each
   capped (killed after ``--cap`` seconds and reported as capped);
 - the I/O floor: Dask doing kmdist's reads and level-0 writes with no computation.
@@ -120,6 +122,14 @@ def run(side: int, work: Path, cap: float, scaling: bool, repeats: int) -> dict[
         (
             "sklearn KMeans(16) on 1% sample",
             lambda s: _recipe("sklearn-sample", src, work / "e2e-sk", score=s),
+        ),
+        (
+            "sklearn KMeans(16) on 1% sample, float32",
+            lambda s: _recipe("sklearn-sample-f32", src, work / "e2e-sk32", score=s),
+        ),
+        (
+            "faiss Kmeans(16) on 1% sample",
+            lambda s: _recipe("faiss-sample", src, work / "e2e-faiss", score=s),
         ),
     ]
     if scaling:

@@ -78,6 +78,19 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         )
         r = ours["seconds"] / floor["seconds"]
         out.append((f"2c {case} vs I/O floor", "<= 1.5x", f"{r:.2f}x", r <= 1.5))
+        # Issue 17's yardsticks: the recipe as a user writes it for speed, and faiss.
+        for label, method, bound in (
+            ("2d vs the float32 1% recipe", "sklearn KMeans(16) on 1% sample, float32", 0.6),
+            ("2e vs faiss Kmeans on a 1% sample", "faiss Kmeans(16) on 1% sample", None),
+        ):
+            peer = rows.get(method)
+            if not peer or not peer["seconds"]:
+                continue
+            r = ours["seconds"] / peer["seconds"]
+            lower = ours["inertia"] < peer["inertia"]
+            measured = f"{r:.2f}x, inertia {ours['inertia']:.6g} vs {peer['inertia']:.6g}"
+            required = f"<= {bound}x, lower inertia" if bound else "lower inertia"
+            out.append((label, required, measured, lower and (bound is None or r <= bound)))
         one = rows.get("kmdist segment (1 worker)")
         if one:
             s = one["seconds"] / ours["seconds"]
