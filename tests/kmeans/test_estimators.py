@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn import cluster as skcluster
-from sklearn.base import clone
-from sklearn.datasets import load_digits, make_blobs
+from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError as SkNotFittedError
 from sklearn.metrics import adjusted_rand_score
 
@@ -25,11 +24,6 @@ ESTIMATORS = [KMeans, MiniBatchKMeans]
 def same_partition(a, b) -> bool:
     """Labels equal up to a permutation of label values."""
     return adjusted_rand_score(np.asarray(a), np.asarray(b)) == 1.0
-
-
-@pytest.fixture(scope="module")
-def blobs():
-    return make_blobs(n_samples=300, centers=4, cluster_std=0.60, random_state=0)
 
 
 @pytest.fixture(scope="module")
@@ -289,18 +283,6 @@ def test_dask_fit_never_pulls_samples_to_client(rng):
 
 
 # --- Parameters and bad input -------------------------------------------------------
-
-
-@pytest.mark.parametrize("Est", ESTIMATORS)
-def test_params_protocol(Est):
-    est = Est(3, random_state=1)
-    assert est.get_params()["n_clusters"] == 3
-    assert est.set_params(n_clusters=5) is est and est.n_clusters == 5
-    twin = clone(est)
-    assert twin is not est and twin.get_params() == est.get_params()
-    assert repr(est) == f"{Est.__name__}(n_clusters=5, random_state=1)"
-    with pytest.raises(ValueError, match="Invalid parameter 'bogus'"):
-        est.set_params(bogus=1)
 
 
 @pytest.mark.parametrize("Est", ESTIMATORS)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
-from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
 
 import kmdist
 from kmdist import KMeans
@@ -29,15 +26,6 @@ def test_relocation_still_moves_a_far_empty_centre():
     km = KMeans(2, init=np.array([[0.5, 0.5], [3.0, 3.0]]), n_init=1).fit(X)
     assert km.inertia_ == pytest.approx(0.25)
     assert km.n_iter_ == 3
-
-
-def test_convergence_warning_is_sklearns_once_imported():
-    X = np.repeat([[0.0, 0.0], [1.0, 1.0]], 5, axis=0)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        KMeans(3, random_state=0).fit(X)
-    (w,) = [c for c in caught if issubclass(c.category, kmdist.ConvergenceWarning)]
-    assert issubclass(w.category, SkConvergenceWarning)
 
 
 def test_canonical_order_ignores_row_order_and_representation(rng):
