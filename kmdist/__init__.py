@@ -39,6 +39,7 @@ _EXPORTS = {
     "SegmentOptions": "kmdist.pipeline._options",
     "label_and_write": "kmdist.pipeline._image",
     "segment_batch": "kmdist.pipeline._batch",
+    "CountedRefs": "kmdist.pipeline._batch",
     "iter_segment": "kmdist.pipeline._batch",
     "segment_stream": "kmdist.pipeline._batch",
     "load_palette": "kmdist.pipeline._palettes",
@@ -89,7 +90,7 @@ if TYPE_CHECKING:
     from kmdist.palette._learn import FewerColorsWarning, learn_palette, palette_from_histogram
     from kmdist.palette._limits import check_n_colors
     from kmdist.palette._palette import Palette, PaletteError
-    from kmdist.pipeline._batch import iter_segment, segment_batch, segment_stream
+    from kmdist.pipeline._batch import CountedRefs, iter_segment, segment_batch, segment_stream
     from kmdist.pipeline._image import label_and_write
     from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions
     from kmdist.pipeline._palettes import load_palette, shared_palette
@@ -116,6 +117,7 @@ __all__ = [
     "SMALL_PIXELS",
     "ColorHistogram",
     "ConvergenceWarning",
+    "CountedRefs",
     "FewerColorsWarning",
     "ImageReadError",
     "ImageRef",

@@ -107,7 +107,7 @@ def writing(out):
 def test_sigkill_mid_run_then_resume(photos, tmp_path, reference):
     out = tmp_path / "o.zarr"
     code, _, _ = segment(
-        photos, out, wait_for="[2/6]", send=signal.SIGKILL, until=lambda: bool(writing(out))
+        photos, out, wait_for="[2/", send=signal.SIGKILL, until=lambda: bool(writing(out))
     )
     assert code == -signal.SIGKILL
     # Killed while writing an image: its group is there, with chunks, and not complete.
@@ -123,7 +123,7 @@ def test_sigkill_mid_run_then_resume(photos, tmp_path, reference):
 def test_sigint_stops_cleanly_and_says_what_finished(photos, tmp_path, reference):
     out = tmp_path / "o.zarr"
     code, _, err = segment(
-        photos, out, wait_for="[1/6]", send=signal.SIGINT, until=lambda: bool(writing(out))
+        photos, out, wait_for="[1/", send=signal.SIGINT, until=lambda: bool(writing(out))
     )
     assert code == 130, err
     assert "interrupted after" in err and "photo0" in err and "--resume" in err

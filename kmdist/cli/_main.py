@@ -7,6 +7,7 @@ be read), 2 for bad usage; `kmdist info` exits 3 when any image of the store is 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -33,7 +34,7 @@ def _size(shape: Sequence[int]) -> str:
     return "x".join(str(int(s)) for s in shape)
 
 
-def _print_result(i: int, n: int, res: Any, applied: str | None = None) -> None:
+def _print_result(i: int, n: str, res: Any, applied: str | None = None) -> None:
     head = f"[{i}/{n}] {res.name} ({res.source})"
     if res.status == "failed":
         print(f"{head}: FAILED: {res.error}", flush=True)
@@ -71,18 +72,21 @@ def _segment(args: argparse.Namespace) -> int:
 def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
     from kmdist._dask import dashboard_link
     from kmdist.cli._progress import cluster_progress
-    from kmdist.io._open import ImageReadError, open_images
-    from kmdist.pipeline._batch import segment_stream
+    from kmdist.io._open import ImageReadError, iter_images
+    from kmdist.pipeline._batch import CountedRefs, segment_stream
     from kmdist.pipeline._options import OnExists, SegmentOptions
     from kmdist.pipeline._palettes import load_palette
     from kmdist.pipeline._summary import RunSummary
 
+    # Listed as the images are segmented: a million refs are never held. Every input is
+    # checked, and the first image found, before anything is written.
     try:
-        refs = open_images(args.inputs, follow_symlinks=args.follow_symlinks)
+        found = CountedRefs(iter_images(args.inputs, follow_symlinks=args.follow_symlinks))
+        first = next(found, None)
     except ImageReadError as exc:
         print(f"kmdist segment: error: {exc}", file=sys.stderr)
         return 1
-    if not refs:
+    if first is None:
         print(f"kmdist segment: error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
         return 1
     opts = SegmentOptions(
@@ -112,10 +116,10 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
     try:
         client = get_client()
         print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
-        print(f"{len(refs)} image(s) -> {args.output}", flush=True)
+        print(f"images -> {args.output}, listed as they go ([i/N+]: N found so far)", flush=True)
         with cluster_progress(client, sys.stderr):
             for res in segment_stream(
-                refs,
+                itertools.chain([first], found),
                 args.output,
                 opts,
                 shared=args.shared_palette,
@@ -126,14 +130,18 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
                 summary.add(res)
                 if res.status == "done" and len(shown_done) < _NAMED:
                     shown_done.append(res.name)
-                _print_result(summary.total, len(refs), res, args.palette)
+                _print_result(summary.total, found.so_far(), res, args.palette)
+    except ImageReadError as exc:  # a storage URL whose listing failed part way
+        print(f"kmdist segment: error: {exc}", file=sys.stderr)
+        summary.run_error = str(exc)
     except KeyboardInterrupt:
         # Outputs already reported are complete; the one being written keeps no marker,
         # so `--resume` redoes exactly what is missing.
         more = summary.done - len(shown_done)
         names = ", ".join(shown_done) + (f" and {more} more" if more else "")
         print(
-            f"\nkmdist segment: interrupted after {summary.total} of {len(refs)} image(s); "
+            f"\nkmdist segment: interrupted after {summary.total} of {found.count} image(s) "
+            f"found{'' if found.done else ' so far'}; "
             f"complete: {names or 'none'}. Rerun with --resume to finish the rest "
             f"(`kmdist info --summary {args.output}` lists what is incomplete).",
             file=sys.stderr,
@@ -147,7 +155,7 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
     )
     for _, _, error in summary.failures:
         print(f"kmdist segment: {error}", file=sys.stderr)
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.run_error else 0
 
 
 def _info(args: argparse.Namespace) -> int:

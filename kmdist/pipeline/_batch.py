@@ -20,7 +20,36 @@ from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions
 from kmdist.pipeline._palettes import shared_palette
 from kmdist.pipeline._small import small_batches_on_cluster
 
-__all__ = ["iter_segment", "segment_batch", "segment_stream"]
+__all__ = ["CountedRefs", "iter_segment", "segment_batch", "segment_stream"]
+
+
+class CountedRefs:
+    """Refs from a stream (`kmdist.iter_images`), counted as they are listed.
+
+    For progress that stays honest when the total is not known until the listing ends:
+    the engine reads ahead of its work, so `count` is at least the images finished.
+    """
+
+    def __init__(self, refs: Iterable[ImageRef]) -> None:
+        self._refs = iter(refs)
+        self.count = 0
+        self.done = False  # the listing has ended: `count` is the total
+
+    def __iter__(self) -> CountedRefs:
+        return self
+
+    def __next__(self) -> ImageRef:
+        try:
+            ref = next(self._refs)
+        except StopIteration:
+            self.done = True
+            raise
+        self.count += 1
+        return ref
+
+    def so_far(self) -> str:
+        """Give the count so far: ``N+`` while the listing goes on, ``N`` once it ended."""
+        return str(self.count) if self.done else f"{self.count}+"
 
 
 def iter_segment(
@@ -113,7 +142,9 @@ def segment_stream(
     """`iter_segment`, with a shared palette learned first when `shared` is asked for.
 
     A shared palette needs every image's histogram before the first image is labelled,
-    so `refs` is then read twice (and held as a list between the passes).
+    so `refs` is then read twice, held as a list between the passes: the one case where
+    the stream is materialised (acceptable: one palette is learned from all images).
+    Otherwise `refs` is consumed as work is submitted (see `iter_segment`).
     """
     lut = None
     if shared and palette is None:

@@ -226,6 +226,33 @@ def test_bad_inputs_exit_one_and_name_the_file(tmp_path, local_cluster, capsys):
     assert "missing.png" in capsys.readouterr().err
 
 
+def test_discovery_errors_write_nothing(folder, tmp_path, local_cluster, capsys):
+    out, address = tmp_path / "o.zarr", local_cluster.scheduler_address
+    # A typo in the second input: checked before the first input's images are written.
+    typo = tmp_path / "typo"
+    assert main(["segment", str(folder), str(typo), "-o", str(out), "--scheduler", address]) == 1
+    assert f"{typo}: file not found" in capsys.readouterr().err
+    assert not out.exists()
+    (tmp_path / "empty").mkdir()
+    code = main(["segment", str(tmp_path / "empty"), "-o", str(out), "--scheduler", address])
+    assert code == 1
+    assert f"no images found in {tmp_path / 'empty'}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_progress_counts_the_images_found_so_far(folder, tmp_path, local_cluster, capsys):
+    # With previews, images go one at a time, each listed just before its turn: the
+    # total is unknown until the listing ends, and the lines say so.
+    out = tmp_path / "o.zarr"
+    args = ["segment", str(folder), "-k", "3", "-o", str(out), "--preview", str(tmp_path / "pv")]
+    assert main([*args, "--scheduler", local_cluster.scheduler_address]) == 0
+    printed = capsys.readouterr().out
+    heads = [line.split()[0] for line in printed.splitlines() if line.startswith("[")]
+    assert heads == ["[1/1+]", "[2/2+]"], printed
+    assert f"images -> {out}, listed as they go" in printed
+    assert "2 done, 0 skipped, 0 failed" in printed
+
+
 def test_unwritable_output_exits_one(folder, tmp_path, local_cluster, capsys):
     (tmp_path / "file.txt").write_text("x")
     code = main(
