@@ -72,10 +72,14 @@ IO_RETRIES: dict[str, Any] = {
 }
 
 
-@task(name="discover", **IO_RETRIES)
-def discover(inputs: Sequence[str], follow_symlinks: bool = False) -> list[ImageRef]:
-    """List the images of the inputs (files, folders, globs, archives)."""
-    return kmdist.open_images(list(inputs), follow_symlinks=follow_symlinks)
+@task(name="check-inputs", **IO_RETRIES)
+def check_inputs(inputs: Sequence[str], follow_symlinks: bool = False) -> None:
+    """Check that every input exists (a pattern matches) before any image is written.
+
+    Cheap (a stat, a pattern's first match, one request a URL) and retried on I/O
+    errors; the images themselves are listed as they are segmented (`_run`).
+    """
+    kmdist.iter_images(list(inputs), follow_symlinks=follow_symlinks)
 
 
 @task(name="shared-palette", **IO_RETRIES)
@@ -116,19 +120,25 @@ def segment_images(
     return summary
 
 
-def _batches(refs: Sequence[ImageRef], concurrency: int) -> Iterator[list[ImageRef]]:
-    """Split `refs` into batches of `MIN_BATCH` to `BATCH` images, two per thread.
+def _batches(refs: Iterator[ImageRef], concurrency: int) -> Iterator[list[ImageRef]]:
+    """Cut `refs` into batches of `MIN_BATCH` to `BATCH` images, two per thread.
 
     Prefect's cost per task run (state changes through its API, a second or more on a
     loaded machine) outweighs a thumbnail's work, so many images share a task: 200
     thumbnails in 8 tasks of 25 took 0.4-0.7x the time of 16 tasks of 13 (see
     docs/benchmarks.md). Within a task the engine spreads the images over every worker and
     writes each as soon as it is done, so a batch's size changes neither parallelism nor
-    what a crash leaves complete.
+    what a crash leaves complete. The stream is read a batch at a time, after a look
+    ahead of at most ``2 * concurrency * BATCH`` refs: a stream that ends within it is
+    split as evenly as a list of its length would be, a longer one in batches of `BATCH`.
     """
-    size = max(min(MIN_BATCH, len(refs)), min(BATCH, -(-len(refs) // (2 * concurrency))))
-    for start in range(0, len(refs), size):
-        yield list(refs[start : start + size])
+    head = list(itertools.islice(refs, 2 * concurrency * BATCH))
+    n = len(head)
+    size = max(min(MIN_BATCH, n), min(BATCH, -(-n // (2 * concurrency))))
+    stream = itertools.chain(head, refs)
+    del head
+    while batch := list(itertools.islice(stream, size)):
+        yield batch
 
 
 def _run(
@@ -165,21 +175,29 @@ def _run(
                 key="dask-dashboard",
                 description="Live view of this run's Dask cluster",
             )
-            refs = discover(inputs, follow_symlinks)
-            if not refs:
+            check_inputs(inputs, follow_symlinks)
+            # Listed as batches are cut: the flow holds the batches in flight, not the
+            # list of every image. `found` counts the images listed so far.
+            found = kmdist.CountedRefs(
+                kmdist.iter_images(list(inputs), follow_symlinks=follow_symlinks)
+            )
+            first = next(found, None)
+            if first is None:
                 raise kmdist.ImageReadError(where, "no images found")
-            log.info("%d image(s) -> %s", len(refs), output)
+            log.info("images -> %s, listed as they are segmented", output)
             palette, lut = None, None
+            refs: Iterator[ImageRef] = itertools.chain([first], found)
             if palette_spec is not None:
                 palette = kmdist.load_palette(palette_spec)
             elif shared:
-                palette, lut, (refs, failed) = learn_shared(refs, opts)
+                # One palette from every image: the one place the list is held.
+                palette, lut, (good, failed) = learn_shared(list(refs), opts)
                 for result in failed:
                     summary.add(result)
+                refs = iter(good)
             progress: UUID = create_progress_artifact(  # type: ignore[assignment]
-                0.0, key="segmentation-progress", description=f"images finished of {len(refs)}"
+                0.0, key="segmentation-progress", description="images finished of those found"
             )
-            total = summary.total + len(refs)
             running: dict[PrefectFuture[Any], list[ImageRef]] = {}
             batches = _batches(refs, concurrency)
             next_line = time.monotonic() + PROGRESS_SECONDS
@@ -207,20 +225,21 @@ def _run(
                     log.error("%s (%s) failed: %s", name, source, error)
                 # A line every `PROGRESS_SECONDS` at most, whatever the archive's size;
                 # the progress artifact follows every batch.
-                if time.monotonic() >= next_line or summary.total == total:
+                nxt = next(batches, None)
+                if nxt is not None:
+                    submit(nxt)
+                finished = not running
+                if time.monotonic() >= next_line or finished:
                     next_line = time.monotonic() + PROGRESS_SECONDS
                     log.info(
-                        "%d of %d image(s): %d done, %d skipped, %d failed",
+                        "%d of %s image(s): %d done, %d skipped, %d failed",
                         summary.total,
-                        total,
+                        found.so_far(),
                         summary.done,
                         summary.skipped,
                         summary.failed,
                     )
-                update_progress_artifact(progress, 100.0 * summary.total / max(1, total))
-                nxt = next(batches, None)
-                if nxt is not None:
-                    submit(nxt)
+                update_progress_artifact(progress, 100.0 * summary.total / max(1, found.count))
     except (ValueError, OSError) as exc:  # the inputs, the palette or the store
         message = f"{where}: {exc}" if where not in str(exc) else str(exc)
         summary.run_error = message

@@ -343,3 +343,49 @@ def test_input_problem_fails_the_run_naming_it_and_publishes_the_summary(
     assert f"## Run failed\n\n{state.message}" in report
     assert "## Failed" not in report
     assert not (tmp_path / "o.zarr").exists()
+
+
+def test_listing_hiccup_is_retried(archive, tmp_path, local_cluster, monkeypatch):
+    from kmdist.io import _open
+
+    calls = []
+    real = _open.stream_input
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("Input/output error (a hiccup of the shared disk)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_open, "stream_input", flaky)
+    state = segment_archive(
+        str(archive / "photos"),
+        str(tmp_path / "o.zarr"),
+        k=4,
+        dask_address=local_cluster.scheduler_address,
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    # The check failed once and was retried; then the stream listed the folder.
+    assert len(calls) == 3
+    assert all(i.complete for i in list_segmentations(tmp_path / "o.zarr"))
+
+
+def test_batches_are_cut_from_the_stream():
+    from flows.segment import BATCH, _batches
+
+    pulled = []
+
+    def refs(n):
+        for i in range(n):
+            pulled.append(i)
+            yield i
+
+    # A short stream is split as a list of its length was: two batches a thread.
+    assert [len(b) for b in _batches(refs(100), 4)] == [16] * 6 + [4]
+    assert [len(b) for b in _batches(refs(40), 1)] == [20, 20]
+    # A long one is read a look-ahead at a time, never whole.
+    pulled.clear()
+    stream = _batches(refs(10**6), 4)
+    assert len(next(stream)) == BATCH and len(pulled) == 2 * 4 * BATCH
+    assert len(next(stream)) == BATCH and len(pulled) == 2 * 4 * BATCH
