@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -11,13 +10,6 @@ from numpy.testing import assert_allclose, assert_array_equal
 from kmdist import KMeans, MiniBatchKMeans
 from kmdist.kmeans._lloyd import nearest, squared_distances
 from kmdist.kmeans._sparse import from_scipy
-
-
-@pytest.fixture
-def sparse_data(rng):
-    X = rng.normal(size=(300, 8))
-    X[X < 0.3] = 0.0  # about 60% zeros
-    return X
 
 
 def test_csr_operations_match_dense(sparse_data, rng):
@@ -61,9 +53,3 @@ def test_sparse_fit_equals_dense(Est, fmt, sparse_data, rng):
 def test_sparse_float32_kept(sparse_data):
     km = KMeans(4, random_state=0).fit(sp.csr_matrix(sparse_data.astype(np.float32)))
     assert km.cluster_centers_.dtype == np.float32
-
-
-def test_dask_array_of_sparse_blocks_refused(sparse_data):
-    X = da.from_array(sparse_data, chunks=(100, 8)).map_blocks(sp.csr_matrix)
-    with pytest.raises(TypeError, match="Dask arrays of sparse blocks"):
-        KMeans(3).fit(X)
