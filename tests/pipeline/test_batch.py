@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import dask.array as da
 import imageio.v3 as iio
 import numpy as np
-import pytest
 import zarr
 from numpy.testing import assert_array_equal
-from sklearn.datasets import load_sample_image
 
 from kmdist import (
     SegmentOptions,
@@ -21,20 +17,6 @@ from kmdist import (
     segment,
     segment_batch,
 )
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """A folder with two small photos (PNG, JPEG) and one corrupt JPEG."""
-    root = tmp_path_factory.mktemp("photos")
-    china = np.ascontiguousarray(load_sample_image("china.jpg")[::4, ::4])
-    flower = np.ascontiguousarray(load_sample_image("flower.jpg")[::4, ::4])
-    iio.imwrite(root / "china.png", china)
-    (root / "sub").mkdir()
-    iio.imwrite(root / "sub" / "flower.jpg", flower, quality=95)
-    good = (root / "sub" / "flower.jpg").read_bytes()
-    (root / "broken.jpg").write_bytes(good[: len(good) // 3])
-    return root
 
 
 def test_batch_isolates_the_corrupt_image(photos, tmp_path):
@@ -90,15 +72,6 @@ def test_shared_palette_same_everywhere(photos, tmp_path):
     assert palettes[0] == merged
 
 
-def test_preview_written(photos, tmp_path):
-    refs = [r for r in open_images(photos) if r.name == "china"]
-    (res,) = segment_batch(
-        refs, tmp_path / "o.zarr", SegmentOptions(n_colors=5), preview_dir=tmp_path / "pv"
-    )
-    pic = iio.imread(res.preview)
-    assert pic.shape[1] >= 2 * 100 and pic.shape[0] > 100
-
-
 def test_sixteen_bit_goes_minibatch(tmp_path, rng):
     img = (rng.integers(0, 4, size=(60, 70, 3)) * 20000).astype(np.uint16)
     iio.imwrite(tmp_path / "deep.tif", img)
@@ -108,88 +81,6 @@ def test_sixteen_bit_goes_minibatch(tmp_path, rng):
     assert res.status == "done" and res.palette.method == "minibatch"
     seg = open_segmentation(tmp_path / "o.zarr", "deep")
     assert seg.image.dtype == np.uint16 and seg.palette.k == 4
-
-
-@pytest.mark.parametrize("shared", [False, True])
-def test_small_images_on_the_workers_match_the_chunked_path(photos, tmp_path, local_client, shared):
-    # With a cluster, small images are segmented whole in memory on the workers, a batch
-    # per task; with explicit chunks they take the chunked path. Same palettes, labels.
-    refs = open_images(photos)
-    fast = segment_batch(refs, tmp_path / "fast.zarr", SegmentOptions(n_colors=6), shared=shared)
-    chunked_opts = SegmentOptions(n_colors=6, chunks=64)
-    slow = segment_batch(refs, tmp_path / "slow.zarr", chunked_opts, shared=shared)
-    assert [r.name for r in fast] == [r.name for r in refs]  # input order, not finish order
-    assert [r.status for r in fast] == [r.status for r in slow] == ["failed", "done", "done"]
-    assert "broken.jpg" in fast[0].error
-    workers = set(local_client.run(os.getpid).values())
-    for name in ("china", "sub_flower"):
-        a = open_segmentation(tmp_path / "fast.zarr", name)
-        b = open_segmentation(tmp_path / "slow.zarr", name)
-        assert_array_equal(a.palette.colors, b.palette.colors)
-        assert_array_equal(a.labels.compute(), b.labels.compute())
-        assert_array_equal(a.image.compute(), b.image.compute())
-        assert a.attrs["writer"]["pid"] in workers  # written by a worker
-        assert b.attrs["writer"]["pid"] not in workers
-
-
-def test_an_image_held_on_the_cluster_is_read_once_with_the_same_output(
-    tmp_path, local_client, monkeypatch
-):
-    # A small image is persisted on the workers between the histogram and the labelling
-    # passes; a large one (here: above a lowered limit) is read twice. Same output.
-    from distributed import futures_of
-
-    from kmdist.pipeline import _image
-
-    src = tmp_path / "photo.zarr"
-    z = zarr.create_array(src, shape=(200, 300, 3), chunks=(64, 64, 3), dtype="u1")
-    z[...] = load_sample_image("china.jpg")[100:300, 200:500]
-    (ref,) = open_images(src)
-    image = ref.open()
-    held = _image._held(image)
-    assert held is not image and len(futures_of(held)) == image.npartitions
-    assert_array_equal(held.compute(), image.compute())
-    opts = SegmentOptions(n_colors=6)
-    calls = []
-    hold = _image._held
-    monkeypatch.setattr(_image, "_held", lambda im: calls.append(im) or hold(im))
-    once = _image.segment_one(ref, tmp_path / "once.zarr", opts)
-    assert len(calls) == 1  # the histogram path holds the image
-    monkeypatch.setattr(_image, "_HOLD_BYTES", image.nbytes - 1)
-    assert _image._held(image) is image
-    twice = _image.segment_one(ref, tmp_path / "twice.zarr", opts)
-    assert once.status == twice.status == "done"
-    a, b = (
-        open_segmentation(tmp_path / "once.zarr", "photo"),
-        open_segmentation(tmp_path / "twice.zarr", "photo"),
-    )
-    assert_array_equal(a.palette.colors, b.palette.colors)
-    assert_array_equal(a.labels.compute(), b.labels.compute())
-
-
-def test_a_stream_is_consumed_as_work_is_submitted(photos, tmp_path, local_client):
-    # A stream of many images: at most a window of batches is read ahead of the first
-    # result, and every image comes back.
-    from kmdist import iter_segment
-    from kmdist.pipeline import _small
-
-    (ref,) = [r for r in open_images(photos) if r.name == "china"]
-    pulled = []
-
-    def many():
-        for i in range(2_000):
-            pulled.append(i)
-            yield type(ref)(f"im{i}", ref.source, ref._path)
-
-    stream = iter_segment(many(), tmp_path / "o.zarr", SegmentOptions(n_colors=3))
-    first = next(stream)
-    assert first.ok
-    workers = len(local_client.scheduler_info()["workers"])
-    # The look-ahead (a window of full batches) and one more batch submitted since.
-    assert len(pulled) <= (4 * workers + 1) * _small._BATCH < 2_000
-    rest = list(stream)
-    assert len(rest) == 1_999 and all(r.status == "done" for r in rest)
-    assert len(list_segmentations(tmp_path / "o.zarr")) == 2_000
 
 
 def test_a_saved_palette_labels_every_image_with_its_colours(photos, tmp_path):
