@@ -328,6 +328,10 @@ def canonical_order(X: Any) -> npt.NDArray[np.intp]:
             tied = np.unique(np.concatenate([same[differ], same[differ] + 1]))
             starts = tied[np.r_[True, np.diff(tied) > 1]]
             for start in starts:
+                # The run of equal keys may begin with identical rows, before the first
+                # pair that differs: it is sorted whole, from where its key begins.
+                while start > 0 and keys[order[start - 1]] == keys[order[start]]:
+                    start -= 1
                 stop = start
                 while stop + 1 < len(order) and keys[order[stop + 1]] == keys[order[start]]:
                     stop += 1

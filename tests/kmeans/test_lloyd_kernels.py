@@ -96,6 +96,24 @@ def test_canonical_order_sorts_a_run_of_equal_keys_by_value_in_any_input_order(r
     assert_array_equal(X[canonical_order(csr)], want)
 
 
+def test_canonical_order_sorts_a_run_of_equal_keys_starting_with_equal_rows():
+    # A, A, B, 0 and 2A all have the key 0 (A = [r1, -r0], B = -A); a run that begins
+    # with two equal rows was once sorted only from its first differing pair, so the
+    # order depended on the input's.
+    import itertools
+
+    r = np.random.default_rng([0x6B6D64, 2]).uniform(0.5, 1.5, 2)
+    a = np.array([r[1], -r[0]])
+    X = np.array([a, a, -a, np.zeros(2), 2 * a])
+    orders = {
+        tuple(map(tuple, X[list(p)][canonical_order(X[list(p)])]))
+        for p in itertools.permutations(range(len(X)))
+    }
+    assert len(orders) == 1
+    (got,) = orders
+    assert_array_equal(got, X[np.lexsort(X.T[::-1])])
+
+
 def test_pairwise_distances_exact_at_zero(rng):
     C = rng.normal(size=(5, 3)) * 1e3
     d = pairwise_distances(C, C)

@@ -1,7 +1,4 @@
-"""The Hamerly-bounded Lloyd statistics of NumpyRows (kmdist.kmeans._rows, _lloyd_kernels).
-
-Split out of tests/test_histogram.py; it belongs with the k-means tests in tests/kmeans/
-and moves there with them."""
+"""The Hamerly-bounded Lloyd statistics of NumpyRows (kmdist.kmeans._rows)."""
 
 from __future__ import annotations
 
