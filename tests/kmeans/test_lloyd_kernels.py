@@ -121,6 +121,24 @@ def test_pairwise_distances_exact_at_zero(rng):
     assert_allclose(d, np.sqrt(((C[:, None] - C[None]) ** 2).sum(axis=2)))
 
 
+def _lloyd_case(seed: int, runs: int, n_max: int, k_min: int):
+    """Random weighted samples and starts that exercise every rule of `lloyd`:
+    duplicates (every 4th), zero weights (every 3rd), starts far from the data that
+    leave clusters empty so that relocation runs (every 5th), `tol` and `eps`."""
+    rng = np.random.default_rng(seed)
+    n, d, k = int(rng.integers(5, n_max)), int(rng.integers(1, 5)), int(rng.integers(k_min, 16))
+    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 100)
+    if seed % 4 == 0:
+        X = np.round(X)  # duplicate samples
+    w = rng.uniform(0.1, 5, n) if seed % 2 else np.ones(n)
+    if seed % 3 == 0:
+        w[rng.random(n) < 0.3] = 0.0
+    starts = X[rng.choice(n, (runs, k))] if seed % 5 else rng.normal(size=(runs, k, d)) * 500
+    tol = 0.0 if seed % 4 else 1e-4
+    eps = 0.5 if seed % 6 == 0 else None
+    return X, w, starts, tol, eps
+
+
 @pytest.mark.parametrize("case", range(24))
 def test_compiled_dense_lloyd_runs_as_lloyd_does(case):
     """`lloyd_dense` (every iteration compiled) takes `lloyd`'s steps: same iterations,
@@ -129,18 +147,7 @@ def test_compiled_dense_lloyd_runs_as_lloyd_does(case):
     from kmdist.kmeans._lloyd import lloyd, lloyd_dense
     from kmdist.kmeans._rows import NumpyRows
 
-    rng = np.random.default_rng(case)
-    n, d, k = int(rng.integers(5, 2000)), int(rng.integers(1, 5)), int(rng.integers(1, 16))
-    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 100)
-    if case % 4 == 0:
-        X = np.round(X)  # duplicate samples
-    w = rng.uniform(0.1, 5, n) if case % 2 else np.ones(n)
-    if case % 3 == 0:
-        w[rng.random(n) < 0.3] = 0.0
-    # Seeds far from the data leave clusters empty: relocation runs.
-    starts = X[rng.choice(n, (3, k))] if case % 5 else rng.normal(size=(3, k, d)) * 500
-    tol = 0.0 if case % 4 else 1e-4
-    eps = 0.5 if case % 6 == 0 else None
+    X, w, starts, tol, eps = _lloyd_case(case, runs=3, n_max=2000, k_min=1)
     want = lloyd(NumpyRows(X, w), starts, max_iter=300, tol=tol, eps=eps)
     got = lloyd_dense(X, w, starts, max_iter=300, tol=tol, eps=eps)
     assert_array_equal(got.n_iter, want.n_iter)
@@ -158,19 +165,9 @@ def test_compiled_bounded_lloyd_runs_as_single_run_lloyd_does(case):
     from kmdist.kmeans._lloyd import lloyd, lloyd_dense
     from kmdist.kmeans._rows import NumpyRows
 
-    rng = np.random.default_rng(1000 + case)
-    n, d = int(rng.integers(5, 20_000)), int(rng.integers(1, 5))
-    k = 1 if case == 7 else int(rng.integers(2, 20))
-    X = rng.normal(size=(n, d)) * rng.uniform(0.1, 100)
-    if case % 4 == 0:
-        X = np.round(X)  # duplicate samples
-    w = rng.uniform(0.1, 5, n) if case % 2 else np.ones(n)
-    if case % 3 == 0:
-        w[rng.random(n) < 0.3] = 0.0
-    # Seeds far from the data leave clusters empty: relocation runs.
-    start = X[rng.choice(n, (1, k))] if case % 5 else rng.normal(size=(1, k, d)) * 500
-    tol = 0.0 if case % 4 else 1e-4
-    eps = 0.5 if case % 6 == 0 else None
+    X, w, start, tol, eps = _lloyd_case(1000 + case, runs=1, n_max=20_000, k_min=2)
+    if case == 7:
+        start = start[:, :1]  # a single centre
     max_iter = 5 if case == 11 else 300  # stopped by max_iter: the final pass still runs
     want = lloyd(NumpyRows(X, w), start, max_iter=max_iter, tol=tol, eps=eps)
     got = lloyd_dense(X, w, start, max_iter=max_iter, tol=tol, eps=eps, bounds=True)
