@@ -56,7 +56,12 @@ _PRELOAD = ("kmdist.pipeline._batch", "kmdist._dask")
 # result line) or that are routine on a busy machine: without `verbose` they go to the
 # `kmdist._dask` logger at DEBUG instead, where a debug log still finds them.
 _ROUTINE = {
-    "distributed.worker": ("Compute Failed",),
+    # A heartbeat in flight as the cluster shuts down finds the scheduler gone; a run
+    # that really loses its scheduler fails on the client side with its own error.
+    "distributed.worker": (
+        "Compute Failed",
+        "Failed to communicate with scheduler during heartbeat",
+    ),
     "distributed.core": ("Event loop was unresponsive",),
     "distributed.gc": ("full garbage collections took",),
 }
@@ -101,9 +106,10 @@ def quiet_dask_logs(verbose: bool = False) -> Callable[[], None]:
 
     Without `verbose`, the ``distributed`` loggers pass warnings and errors only (not
     the start-up, connection and shutdown lines), and `_ROUTINE` records (a worker's
-    "Compute Failed" block with its traceback, unresponsive event loops, slow garbage
-    collections) are re-logged at DEBUG on ``kmdist._dask``. With `verbose`, Dask's
-    logging is left as it is. Returns a function that puts the previous state back.
+    "Compute Failed" block with its traceback, a heartbeat lost as the cluster shuts
+    down, unresponsive event loops, slow garbage collections) are re-logged at DEBUG on
+    ``kmdist._dask``. With `verbose`, Dask's logging is left as it is. Returns a function
+    that puts the previous state back.
 
     Parameters
     ----------
