@@ -4,10 +4,13 @@ one folder listed at a time, in memory that does not grow with the refs."""
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-import tracemalloc
+import textwrap
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path, PurePath, PurePosixPath
@@ -19,7 +22,7 @@ from hypothesis import strategies as st
 import kmdist
 from kmdist.io._errors import ImageReadError, describe
 from kmdist.io._listing import IMAGE_SUFFIXES, ImageRef, _hidden, _name, _sanitise
-from kmdist.io._open import iter_images, open_images
+from kmdist.io._open import iter_images
 
 # --- The reference: listing as it was before streaming (os.walk, one global sort) ------
 
@@ -306,16 +309,26 @@ def test_memory_does_not_hold_the_refs(tmp_path, n, layout):
         folder = tmp_path if layout == "flat" else tmp_path / f"d{i // 100:04d}"
         folder.mkdir(exist_ok=True)
         (folder / f"img_{i:06d}.png").touch()  # empty: listing never opens a file
-    tracemalloc.start()
-    try:
-        count = sum(1 for _ in iter_images(tmp_path))
+    # Measured in a process of its own: in the test session other threads (clusters,
+    # servers started by fixtures) allocate meanwhile, and tracemalloc would count them.
+    script = textwrap.dedent(
+        f"""
+        import json, tracemalloc
+        from kmdist import iter_images, open_images
+        tracemalloc.start()
+        count = sum(1 for _ in iter_images({str(tmp_path)!r}))
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.reset_peak()
-        held = open_images(tmp_path)
+        held = open_images({str(tmp_path)!r})
         listed = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    assert count == len(held) == n
+        print(json.dumps([count, len(held), peak, listed]))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True
+    )
+    count, n_held, peak, listed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert count == n_held == n
     # Measured: 40 to 72 bytes an image (the names taken; a flat folder's listing while
     # it is walked), where the list of refs holds 270 to 290.
     assert peak / n < 120, peak / n
