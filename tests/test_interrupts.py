@@ -54,7 +54,14 @@ def segment(photos, out, *extra, wait_for=None, send=None, until=None):
         *extra,
     ]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # As from a terminal: a shell runs background jobs (CI's) with SIGINT ignored, and
+        # a child inherits that, so Python would never raise KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     lines = []
     if wait_for is not None:
