@@ -73,13 +73,13 @@ IO_RETRIES: dict[str, Any] = {
 
 
 @task(name="check-inputs", **IO_RETRIES)
-def check_inputs(inputs: Sequence[str], follow_symlinks: bool = False) -> None:
-    """Check that every input exists (a pattern matches) before any image is written.
+def check_inputs(inputs: Sequence[str], follow_symlinks: bool = False) -> kmdist.CountedRefs:
+    """Check every input and find the first image, before any image is written.
 
     Cheap (a stat, a pattern's first match, one request a URL) and retried on I/O
-    errors; the images themselves are listed as they are segmented (`_run`).
+    errors. Returns the listing, which goes on as the images are segmented (`_run`).
     """
-    kmdist.iter_images(list(inputs), follow_symlinks=follow_symlinks)
+    return kmdist.CountedRefs.listing(list(inputs), follow_symlinks=follow_symlinks)
 
 
 @task(name="shared-palette", **IO_RETRIES)
@@ -153,6 +153,7 @@ def _run(
     preview_dir: str | None,
     follow_symlinks: bool,
     n_workers: int | None,
+    processes: bool | None,
     concurrency: int,
     verbose: bool,
 ) -> State:
@@ -166,7 +167,9 @@ def _run(
     summary = RunSummary()
     where = " ".join(inputs)
     try:
-        with kmdist.dask_client(dask_address, n_workers=n_workers, verbose=verbose) as client:
+        with kmdist.dask_client(
+            dask_address, n_workers=n_workers, processes=processes, verbose=verbose
+        ) as client:
             link = kmdist.dashboard_link(client)
             log.info("Dask dashboard: %s", link)
             create_link_artifact(
@@ -175,18 +178,12 @@ def _run(
                 key="dask-dashboard",
                 description="Live view of this run's Dask cluster",
             )
-            check_inputs(inputs, follow_symlinks)
             # Listed as batches are cut: the flow holds the batches in flight, not the
             # list of every image. `found` counts the images listed so far.
-            found = kmdist.CountedRefs(
-                kmdist.iter_images(list(inputs), follow_symlinks=follow_symlinks)
-            )
-            first = next(found, None)
-            if first is None:
-                raise kmdist.ImageReadError(where, "no images found")
+            found = check_inputs(inputs, follow_symlinks)
             log.info("images -> %s, listed as they are segmented", output)
             palette, lut = None, None
-            refs: Iterator[ImageRef] = itertools.chain([first], found)
+            refs: Iterator[ImageRef] = found
             if palette_spec is not None:
                 palette = kmdist.load_palette(palette_spec)
             elif shared:
@@ -312,6 +309,7 @@ def segment_archive(
     preview_dir: str | None = None,
     chunks: int | None = None,
     n_workers: int | None = None,
+    processes: bool | None = None,
     follow_symlinks: bool = False,
     verbose: bool = False,
 ) -> Any:
@@ -321,8 +319,9 @@ def segment_archive(
     rest (unless `overwrite`). The run ends Failed, listing the images that failed, if
     any did; the others are complete. `palette` (a JSON file or ``STORE:NAME``) labels
     every image with a palette learned before, so labels mean the same colours across
-    runs. `verbose` shows Dask's own log lines (by default warnings only). See the
-    module docstring for the cluster.
+    runs. `verbose` shows Dask's own log lines (by default warnings only). Without
+    `dask_address`, a LocalCluster of `n_workers` runs them as processes or, with
+    ``processes=False``, as threads of the flow's process (see `kmdist.dask_client`).
     """
     inputs_list = [inputs] if isinstance(inputs, str) else list(inputs)
     opts = _options(kmdist.check_n_colors(k), method, color_space, seed, chunks)
@@ -337,6 +336,7 @@ def segment_archive(
         preview_dir=preview_dir,
         follow_symlinks=follow_symlinks,
         n_workers=n_workers,
+        processes=processes,
         concurrency=IMAGE_CONCURRENCY,
         verbose=verbose,
     )
@@ -356,12 +356,12 @@ def segment_image(
     preview_dir: str | None = None,
     chunks: int | None = None,
     n_workers: int | None = None,
+    processes: bool | None = None,
     verbose: bool = False,
 ) -> Any:
     """Segment one image (PNG, JPEG, TIFF, Zarr, ...) into `output`, as the CLI does.
 
-    `verbose` shows Dask's own log lines (by default warnings only), as in
-    `segment_archive`.
+    `verbose`, `n_workers` and `processes` are as in `segment_archive`.
     """
     opts = _options(kmdist.check_n_colors(k), method, color_space, seed, chunks)
     return _run(
@@ -375,6 +375,7 @@ def segment_image(
         preview_dir=preview_dir,
         follow_symlinks=False,
         n_workers=n_workers,
+        processes=processes,
         concurrency=1,
         verbose=verbose,
     )
@@ -393,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dask-address", default=None)
     parser.add_argument("--workers", type=int, default=None)
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--processes", dest="processes", action="store_true", default=None)
+    kind.add_argument("--threads", dest="processes", action="store_false")
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--preview", default=None)
     parser.add_argument("-v", "--verbose", action="store_true", help="show Dask's own log lines")
@@ -410,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         overwrite=args.overwrite,
         preview_dir=args.preview,
         n_workers=args.workers,
+        processes=args.processes,
         verbose=args.verbose,
         return_state=True,
     )

@@ -7,7 +7,6 @@ be read), 2 for bad usage; `kmdist info` exits 3 when any image of the store is 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 import time
@@ -64,7 +63,7 @@ def _segment(args: argparse.Namespace) -> int:
         return 2
     # The cluster starts while kmdist's pipeline is imported and the inputs are listed.
     with dask_client_soon(
-        args.scheduler, n_workers=args.workers, verbose=args.verbose
+        args.scheduler, n_workers=args.workers, processes=args.processes, verbose=args.verbose
     ) as get_client:
         return _segment_on(args, get_client)
 
@@ -72,7 +71,7 @@ def _segment(args: argparse.Namespace) -> int:
 def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
     from kmdist._dask import dashboard_link
     from kmdist.cli._progress import cluster_progress
-    from kmdist.io._open import ImageReadError, iter_images
+    from kmdist.io._errors import ImageReadError
     from kmdist.pipeline._batch import CountedRefs, segment_stream
     from kmdist.pipeline._options import OnExists, SegmentOptions
     from kmdist.pipeline._palettes import load_palette
@@ -81,13 +80,9 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
     # Listed as the images are segmented: a million refs are never held. Every input is
     # checked, and the first image found, before anything is written.
     try:
-        found = CountedRefs(iter_images(args.inputs, follow_symlinks=args.follow_symlinks))
-        first = next(found, None)
+        found = CountedRefs.listing(args.inputs, follow_symlinks=args.follow_symlinks)
     except ImageReadError as exc:
         print(f"kmdist segment: error: {exc}", file=sys.stderr)
-        return 1
-    if first is None:
-        print(f"kmdist segment: error: no images found in {' '.join(args.inputs)}", file=sys.stderr)
         return 1
     opts = SegmentOptions(
         n_colors=args.k,
@@ -119,7 +114,7 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
         print(f"images -> {args.output}, listed as they go ([i/N+]: N found so far)", flush=True)
         with cluster_progress(client, sys.stderr):
             for res in segment_stream(
-                itertools.chain([first], found),
+                found,
                 args.output,
                 opts,
                 shared=args.shared_palette,
@@ -293,6 +288,20 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--max-pixels", type=_positive_int, default=None, help="decode limit")
     seg.add_argument("--scheduler", default=None, help="Dask scheduler address")
     seg.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster workers")
+    kind = seg.add_mutually_exclusive_group()
+    kind.add_argument(
+        "--processes",
+        dest="processes",
+        action="store_true",
+        default=None,
+        help="LocalCluster workers as processes (the default)",
+    )
+    kind.add_argument(
+        "--threads",
+        dest="processes",
+        action="store_false",
+        help="LocalCluster workers as threads of this process",
+    )
     group = seg.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace complete outputs")
     group.add_argument("--resume", action="store_true", help="skip complete outputs")

@@ -8,12 +8,15 @@ workers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from kmdist._dask import active_client
+from kmdist.io._errors import ImageReadError
 from kmdist.io._listing import ImageRef
+from kmdist.io._open import iter_images
 from kmdist.palette._palette import Palette
 from kmdist.pipeline._image import segment_one
 from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions
@@ -32,13 +35,43 @@ class CountedRefs:
 
     def __init__(self, refs: Iterable[ImageRef]) -> None:
         self._refs = iter(refs)
+        self._first: ImageRef | None = None  # found by `listing`, not yet taken
         self.count = 0
         self.done = False  # the listing has ended: `count` is the total
+
+    @classmethod
+    def listing(
+        cls,
+        inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        follow_symlinks: bool = False,
+    ) -> CountedRefs:
+        """Start listing `inputs` with `kmdist.iter_images`, its first image found.
+
+        What the CLI and the flows do before anything is written: every input checked,
+        and a listing that finds no image refused, while the rest is listed as it is
+        segmented.
+
+        Raises
+        ------
+        ImageReadError
+            An input does not exist, a pattern matches nothing, or no image was found.
+        """
+        found = cls(iter_images(inputs, follow_symlinks=follow_symlinks))
+        first = next(found, None)
+        if first is None:
+            names = [inputs] if isinstance(inputs, str | os.PathLike) else inputs
+            raise ImageReadError(" ".join(map(str, names)), "no images found")
+        found._first = first
+        return found
 
     def __iter__(self) -> CountedRefs:
         return self
 
     def __next__(self) -> ImageRef:
+        if self._first is not None:  # counted when `listing` found it
+            ref, self._first = self._first, None
+            return ref
         try:
             ref = next(self._refs)
         except StopIteration:

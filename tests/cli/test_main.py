@@ -95,6 +95,31 @@ def test_segment_on_its_own_local_cluster(folder, tmp_path):
     assert again.returncode == 1 and "already complete" in again.stderr
 
 
+@pytest.mark.slow
+def test_threads_and_processes_flags_choose_the_workers_and_agree(folder, tmp_path, monkeypatch):
+    import kmdist._dask
+
+    kinds: list[set[str]] = []
+    start = kmdist._dask._local_cluster
+
+    def recorded(*args, **kwargs):
+        cluster = start(*args, **kwargs)
+        kinds.append({type(w).__name__ for w in cluster.workers.values()})
+        return cluster
+
+    monkeypatch.setattr(kmdist._dask, "_local_cluster", recorded)
+    labels = {}
+    for flag in ("--threads", "--processes"):
+        out = tmp_path / f"{flag[2:]}.zarr"
+        argv = ["segment", str(folder), "-k", "5", "-o", str(out), "--workers", "2", flag]
+        assert main(argv) == 0
+        labels[flag] = [np.asarray(open_segmentation(out, n).labels) for n in ("china", "flower")]
+    # Threads: one Worker in this process (its threads share memory); processes: Nannies.
+    assert kinds == [{"Worker"}, {"Nanny"}]
+    for a, b in zip(labels["--threads"], labels["--processes"], strict=True):
+        assert_array_equal(a, b)
+
+
 def test_segment_matches_library_and_flags(folder, tmp_path, local_cluster, capsys):
     out = tmp_path / "out.zarr"
     address = local_cluster.scheduler_address
@@ -236,7 +261,7 @@ def test_discovery_errors_write_nothing(folder, tmp_path, local_cluster, capsys)
     (tmp_path / "empty").mkdir()
     code = main(["segment", str(tmp_path / "empty"), "-o", str(out), "--scheduler", address])
     assert code == 1
-    assert f"no images found in {tmp_path / 'empty'}" in capsys.readouterr().err
+    assert f"{tmp_path / 'empty'}: no images found" in capsys.readouterr().err
     assert not out.exists()
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import dask.array as da
 import imageio.v3 as iio
 import numpy as np
+import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
 from kmdist import (
+    CountedRefs,
+    ImageReadError,
     SegmentOptions,
     learn_palette,
     list_segmentations,
@@ -98,3 +101,22 @@ def test_a_saved_palette_labels_every_image_with_its_colours(photos, tmp_path):
         assert seg.palette == palette
         image = refs[[r.name for r in refs].index(name)].open()
         assert_array_equal(seg.labels.compute(), segment(image, palette).compute())
+
+
+def test_listing_checks_inputs_finds_the_first_image_and_counts_each_once(tmp_path):
+    for i in range(3):
+        iio.imwrite(tmp_path / f"im{i}.png", np.full((4, 4, 3), i, np.uint8))
+    found = CountedRefs.listing(tmp_path)
+    assert (found.count, found.so_far()) == (1, "1+")  # the first image, found up front
+    names = [ref.name for ref in found]
+    assert names == ["im0", "im1", "im2"]
+    assert (found.count, found.so_far()) == (3, "3")
+
+
+def test_listing_refuses_a_missing_input_and_an_input_without_images(tmp_path):
+    with pytest.raises(ImageReadError, match="file not found"):
+        CountedRefs.listing([str(tmp_path / "missing")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageReadError) as err:
+        CountedRefs.listing([str(tmp_path / "empty"), str(tmp_path / "empty")])
+    assert str(err.value) == f"{tmp_path / 'empty'} {tmp_path / 'empty'}: no images found"
