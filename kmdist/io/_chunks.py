@@ -22,12 +22,19 @@ def check_chunks(chunks: Chunks) -> tuple[int, int] | None:
     """Check the `chunks` argument; return it as a (y, x) pair, or None for the default."""
     if chunks is None:
         return None
-    pair = (chunks, chunks) if isinstance(chunks, int) else tuple(chunks)
+    message = f"chunks must be a positive int or a pair of them, got {chunks!r}"
+    if isinstance(chunks, int | np.integer):
+        pair: tuple[object, ...] = (chunks, chunks)
+    else:
+        try:
+            pair = tuple(chunks)
+        except TypeError:  # a float, or another scalar that is not an integer
+            raise ValueError(message) from None
     if len(pair) != 2 or not all(
         isinstance(c, int | np.integer) and not isinstance(c, bool) and c > 0 for c in pair
     ):
-        raise ValueError(f"chunks must be a positive int or a pair of them, got {chunks!r}")
-    return int(pair[0]), int(pair[1])
+        raise ValueError(message)
+    return int(pair[0]), int(pair[1])  # type: ignore[call-overload]
 
 
 def aligned_chunks(
