@@ -8,15 +8,41 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from kmdist.store._errors import OutputError, OutputExistsError
 from kmdist.store._read import read_block
 from kmdist.store._root import StoreRoot
 
-__all__ = ["FOREIGN_LEASE", "clear_previous", "live_writer", "process_start"]
+__all__ = ["FOREIGN_LEASE", "clear_previous", "live_writer", "process_start", "writing"]
+
+# The images this process is writing now, as (store, name): a claim whose pid is this
+# process holds only while its write goes on here (two runs' tasks on one long-lived
+# worker, or two flows on a threaded cluster), not once it ended without releasing it.
+_writing: set[tuple[str, str]] = set()
+_writing_lock = threading.Lock()
+
+
+@contextmanager
+def writing(root: StoreRoot, name: str) -> Iterator[None]:
+    """Mark image `name` of `root` as being written by this process for a block.
+
+    Entered once the group is claimed (after `clear_previous`), left when the write has
+    completed or failed.
+    """
+    key = (str(root), name)
+    with _writing_lock:
+        _writing.add(key)
+    try:
+        yield
+    finally:
+        with _writing_lock:
+            _writing.discard(key)
+
 
 # A claim from another host holds until this long after the group's last write.
 FOREIGN_LEASE = 15 * 60
@@ -47,7 +73,8 @@ def live_writer(
     A claim of this same `run` never holds: it is a retried task of the run.
 
     A claim by a process on this machine holds while that process lives (a reused pid is
-    told apart by its start time). A process on another host (a Kubernetes pod, a
+    told apart by its start time); one by this process, while it writes the image
+    (`writing`). A process on another host (a Kubernetes pod, a
     container sharing the volume) cannot be checked from here, so its claim holds while
     the group keeps changing: until `FOREIGN_LEASE` seconds after its last write.
     """
@@ -66,8 +93,12 @@ def live_writer(
             f"ago; a run that stopped is taken over {FOREIGN_LEASE // 60} min after its "
             "last write"
         )
-    if not isinstance(pid, int) or pid == os.getpid():
+    if not isinstance(pid, int):
         return None
+    if pid == os.getpid():
+        with _writing_lock:
+            here = (str(root), name) in _writing
+        return f"process {pid}" if here else None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

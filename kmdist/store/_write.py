@@ -32,7 +32,7 @@ from kmdist.palette._assign import label_dtype, recolor_planes
 from kmdist.palette._assign_kernels import color_planes
 from kmdist.palette._palette import Palette
 from kmdist.store._blocks import Labels, chunk_shape, level_shapes, sharding
-from kmdist.store._claims import clear_previous, process_start
+from kmdist.store._claims import clear_previous, process_start, writing
 from kmdist.store._errors import OutputError
 from kmdist.store._layout import OME_VERSION, SEG_PATH, SEGMENTATION, check_name, multiscales, omero
 from kmdist.store._root import StoreRoot, image_lock, open_root
@@ -156,13 +156,28 @@ def write_segmentation(
         data = _numpy_levels(name, labels, layout, palette)
         with root.lock(image_lock(name)):
             clear_previous(root, name, overwrite, run)
-            _sync(_write_whole(root, nodes, data, seg_path, released))
+            with writing(root, name):
+                _sync(_write_whole(root, nodes, data, seg_path, released))
         return
     # Clearing and claiming the group is atomic between runs (this image's own lock,
     # no lock shared by the store); writing is not locked.
-    with root.lock(image_lock(name)):
-        clear_previous(root, name, overwrite, run)
-        made = _create_nodes(root, nodes)
+    with contextlib.ExitStack() as claimed:
+        with root.lock(image_lock(name)):
+            clear_previous(root, name, overwrite, run)
+            claimed.enter_context(writing(root, name))
+            made = _create_nodes(root, nodes)
+        _write_levels(labels, layout, palette, made, name, released)
+
+
+def _write_levels(
+    labels: da.Array,
+    layout: list[_LevelLayout],
+    palette: Palette,
+    made: dict[str, Any],
+    name: str,
+    released: dict[str, Any],
+) -> None:
+    """Write every level of a claimed image with one Dask computation, then mark it."""
     sources: list[Any] = []
     targets: list[Any] = []
     level = labels
@@ -171,7 +186,7 @@ def write_segmentation(
             level = level[::2, ::2]
         sources += _level_sources(level, lay, palette)
         targets += [made[f"{name}/{SEG_PATH}/{i}"], made[f"{name}/{i}"]]
-    seg_group = made[seg_path]
+    seg_group = made[f"{name}/{SEG_PATH}"]
     try:
         # One graph for every level, so each label block is computed once and shared.
         compute(da.store(sources, targets, lock=False, compute=False))

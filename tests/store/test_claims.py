@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
+import dask
 import dask.array as da
 import numpy as np
 import psutil
@@ -20,7 +22,13 @@ from numpy.testing import assert_array_equal
 
 from kmdist import OutputError, Palette, is_complete, open_segmentation, write_segmentation
 from kmdist.store import _claims
-from kmdist.store._claims import FOREIGN_LEASE, clear_previous, live_writer, process_start
+from kmdist.store._claims import (
+    FOREIGN_LEASE,
+    clear_previous,
+    live_writer,
+    process_start,
+    writing,
+)
 from kmdist.store._errors import OutputExistsError
 from kmdist.store._read import list_segmentations
 from kmdist.store._root import open_root
@@ -473,15 +481,49 @@ def test_clear_previous_refuses_a_live_claim_even_with_overwrite(tmp_path, sampl
     assert (store / "photo" / "labels" / "segmentation" / "0").is_dir()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "live_writer returns None for any claim whose pid is this process, so another run "
-        "writing from the same process (two flows' tasks on one long-lived Dask worker) "
-        "has its group removed mid-write; the docstring says a live process's claim holds "
-        "unless it is the same run"
-    ),
-)
-def test_claim_of_another_run_in_this_process_holds(tmp_path):
+def test_claim_of_another_run_in_this_process_holds_while_it_writes(tmp_path):
+    # Two runs' tasks on one long-lived worker (or two flows on a threaded cluster) write
+    # from one process: the other run's claim holds while its write goes on here, and a
+    # claim left by a write that ended without releasing it does not.
+    root = open_root(tmp_path)
     block = claim(os.getpid(), run="run-a")
-    assert live_writer(open_root(tmp_path), "photo", block, "run-b") == f"process {os.getpid()}"
+    with writing(root, "photo"):
+        assert live_writer(root, "photo", block, "run-b") == f"process {os.getpid()}"
+        assert live_writer(root, "photo", block, "run-a") is None  # its own retry
+        assert live_writer(root, "other", block, "run-b") is None
+    assert live_writer(root, "photo", block, "run-b") is None
+
+
+def test_a_second_write_in_this_process_waits_for_the_first(tmp_path, sample):
+    store = tmp_path / "out.zarr"
+    labels, palette = sample
+    big = da.from_array(labels, chunks=100)
+    started, release = threading.Event(), threading.Event()
+
+    def slow(block):
+        started.set()
+        release.wait(60)
+        return block
+
+    errors: list[BaseException] = []
+
+    def first():
+        try:
+            write_segmentation(
+                store, "photo", big.map_blocks(slow, meta=big._meta), palette, run="run-a"
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    with dask.config.set(scheduler="threads"):
+        writer = threading.Thread(target=first)
+        writer.start()
+        assert started.wait(60)
+        with pytest.raises(
+            OutputError, match=f"being written by another run .process {os.getpid()}"
+        ):
+            write_segmentation(store, "photo", big, palette, run="run-b", overwrite=True)
+        release.set()
+        writer.join(60)
+    assert not errors
+    assert is_complete(store, "photo")
