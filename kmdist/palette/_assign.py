@@ -7,7 +7,7 @@ nearest-centre search per block.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -30,6 +30,7 @@ __all__ = [
     "pack_rgb8",
     "recolor",
     "recolor_planes",
+    "scatter_everywhere",
     "segment",
 ]
 
@@ -49,7 +50,18 @@ def _shipped(table: npt.NDArray[Any] | Future[Any]) -> Any:
     client = active_client()
     if client is None:
         return delayed(table, pure=True)
-    return client.scatter(table, broadcast=True, hash=True)
+    return scatter_everywhere(client, table)
+
+
+def scatter_everywhere(client: Any, table: npt.NDArray[Any]) -> Future[Any]:
+    """Scatter `table` to every worker under a key of its own.
+
+    Not under a key hashed from its bytes: images labelled with the same table (a shared
+    palette) would share the key, and one image's release of it could reach the
+    scheduler while the next one's broadcast was replicating it. CI saw that: "Key lost
+    during replication", and the image's write cancelled for lost dependencies.
+    """
+    return cast("Future[Any]", client.scatter(table, broadcast=True, hash=False))
 
 
 def label_dtype(k: int) -> np.dtype[Any]:

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kmdist.io._listing import ImageRef
-from kmdist.palette._assign import assign_pixels
+from kmdist.palette._assign import assign_pixels, scatter_everywhere
 from kmdist.palette._palette import Palette
 from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions, attempt, named
 from kmdist.pipeline._palettes import palette_and_labels
@@ -124,7 +124,7 @@ def small_batches_on_cluster(
         full = len(head) == window * _BATCH
         batch = _BATCH if full else max(1, min(_BATCH, len(head) // (4 * workers)))
         stream = itertools.chain(head, stream)
-    shared = None if lut is None else client.scatter(lut, broadcast=True, hash=True)
+    shared = None if lut is None else scatter_everywhere(client, lut)
     running = as_completed()
     parts: dict[Any, list[ImageRef]] = {}
 

@@ -17,6 +17,7 @@ from kmdist.palette._assign import (
     pack_rgb8,
     recolor,
     recolor_planes,
+    scatter_everywhere,
     segment,
     unpack_rgb8,
 )
@@ -58,6 +59,24 @@ def test_labels_same_on_one_and_two_workers(small_china):
             results.append((pal, segment(img, pal).compute()))
     assert results[0][0] == results[1][0]
     assert_array_equal(results[0][1], results[1][1])
+
+
+def test_each_scatter_of_the_same_table_has_its_own_key(local_cluster):
+    # Images labelled with one shared table scatter it one after another: under a key
+    # hashed from its bytes, one image's release raced the next one's broadcast (CI:
+    # "Key lost during replication", the write cancelled for lost dependencies).
+    from distributed import Client
+
+    table = np.arange(1 << 16, dtype=np.uint8)
+    with Client(local_cluster) as client:
+        futures = [scatter_everywhere(client, table) for _ in range(3)]
+        assert len({f.key for f in futures}) == 3
+        for f in futures:
+            assert len(client.who_has([f])[f.key]) == 2  # on both workers
+        first, *rest = futures
+        first.release()
+        for f in rest:  # the others stand
+            assert_array_equal(client.submit(np.copy, f).result(), table)
 
 
 def test_more_than_256_colours_gives_uint16_labels(rng):
