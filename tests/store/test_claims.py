@@ -494,7 +494,7 @@ def test_claim_of_another_run_in_this_process_holds_while_it_writes(tmp_path):
     assert live_writer(root, "photo", block, "run-b") is None
 
 
-def test_a_second_write_in_this_process_waits_for_the_first(tmp_path, sample):
+def test_a_second_write_in_this_process_is_refused_while_the_first_writes(tmp_path, sample):
     store = tmp_path / "out.zarr"
     labels, palette = sample
     big = da.from_array(labels, chunks=100)
