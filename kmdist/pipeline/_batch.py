@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from kmdist._dask import active_client
 from kmdist.io._errors import ImageReadError
 from kmdist.io._listing import ImageRef
 from kmdist.io._open import iter_images
+from kmdist.palette._assign import scatter_everywhere
 from kmdist.palette._palette import Palette
 from kmdist.pipeline._image import segment_one
 from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions
@@ -106,18 +109,29 @@ def iter_segment(
     lookup table `lut`), every image is labelled with it instead of its own. Failures
     are results, never exceptions: one bad image never stops the others.
     """
+    client = active_client()
+    table = lut
+    if client is not None and isinstance(lut, np.ndarray):
+        # A shared palette's table goes to every worker once for the stream, not once
+        # per image (16 MiB for 8-bit RGB).
+        table = scatter_everywhere(client, lut)
 
     def chunked(ref: ImageRef) -> ImageResult:
         return segment_one(
-            ref, store, opts, palette=palette, lut=lut, on_exists=on_exists, preview_dir=preview_dir
+            ref,
+            store,
+            opts,
+            palette=palette,
+            lut=table,
+            on_exists=on_exists,
+            preview_dir=preview_dir,
         )
 
-    client = active_client()
     if client is None or preview_dir is not None:
         yield from map(chunked, refs)
         return
     for ref, small in small_batches_on_cluster(
-        client, refs, store, opts, palette=palette, lut=lut, on_exists=on_exists
+        client, refs, store, opts, palette=palette, lut=table, on_exists=on_exists
     ):
         # None: larger than SMALL_PIXELS, the chunked path while the batches run on.
         yield small if small is not None else chunked(ref)

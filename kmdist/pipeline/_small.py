@@ -93,7 +93,7 @@ def small_batches_on_cluster(
     opts: SegmentOptions,
     *,
     palette: Palette | None = None,
-    lut: npt.NDArray[Any] | None = None,
+    lut: Any = None,
     on_exists: OnExists = "error",
     batch: int | None = None,
     window: int | None = None,
@@ -104,11 +104,12 @@ def small_batches_on_cluster(
     flight (by default four per worker), so a stream of a million images holds a few
     hundred at a time. Yields each image with its result as batches finish; None means
     the image is left to the caller's chunked path (larger than `SMALL_PIXELS`, or
-    `opts.chunks` is set). `batch` images per task; by default up to 16, fewer for short
+    `opts.chunks` is set). `lut`, a shared palette's table, may be a Future of it
+    already on every worker. `batch` images per task; by default up to 16, fewer for short
     streams, so that every worker gets work. A batch whose worker dies is retried by
     Dask; if it still fails, its images fail with the reason.
     """
-    from distributed import as_completed
+    from distributed import Future, as_completed
 
     if opts.chunks is not None:
         # Chunks asked for explicitly: the chunked path honours them, in processing and
@@ -124,7 +125,7 @@ def small_batches_on_cluster(
         full = len(head) == window * _BATCH
         batch = _BATCH if full else max(1, min(_BATCH, len(head) // (4 * workers)))
         stream = itertools.chain(head, stream)
-    shared = None if lut is None else scatter_everywhere(client, lut)
+    shared = lut if lut is None or isinstance(lut, Future) else scatter_everywhere(client, lut)
     running = as_completed()
     parts: dict[Any, list[ImageRef]] = {}
 

@@ -120,3 +120,24 @@ def test_listing_refuses_a_missing_input_and_an_input_without_images(tmp_path):
     with pytest.raises(ImageReadError) as err:
         CountedRefs.listing([str(tmp_path / "empty"), str(tmp_path / "empty")])
     assert str(err.value) == f"{tmp_path / 'empty'} {tmp_path / 'empty'}: no images found"
+
+
+def test_a_shared_table_goes_to_the_workers_once_for_the_stream(
+    photos, tmp_path, local_cluster, monkeypatch
+):
+    from distributed import Client
+
+    broadcasts: list[object] = []
+    scatter = Client.scatter
+
+    def counted(self, data, *args, **kwargs):
+        if kwargs.get("broadcast"):
+            broadcasts.append(data)
+        return scatter(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Client, "scatter", counted)
+    opts = SegmentOptions(n_colors=6, chunks=64)  # chunks asked for: the chunked path
+    with Client(local_cluster):
+        results = segment_batch(open_images(photos), tmp_path / "o.zarr", opts, shared=True)
+    assert [r.status for r in results].count("done") == 2
+    assert len(broadcasts) == 1  # not one per image
