@@ -1,6 +1,6 @@
 """Writer claims: which run may write an image's group, and when a claim lapses.
 
-A group being written carries its writer (host, pid, process start, run) and
+A group being written carries its writer (host, pid, process start, run, write token) and
 ``claimed: true`` in its ``kmdist`` block until the write completes or fails.
 """
 
@@ -20,28 +20,28 @@ from kmdist.store._root import StoreRoot
 
 __all__ = ["FOREIGN_LEASE", "clear_previous", "live_writer", "process_start", "writing"]
 
-# The images this process is writing now, as (store, name): a claim whose pid is this
-# process holds only while its write goes on here (two runs' tasks on one long-lived
-# worker, or two flows on a threaded cluster), not once it ended without releasing it.
-_writing: set[tuple[str, str]] = set()
+# The writes going on in this process, by their token (the writer's ``write``): a claim
+# whose pid is this process holds only while its write goes on here (two runs' tasks on
+# one long-lived worker, or two flows on a threaded cluster), not once it ended without
+# releasing it. A token, not the store's path: one store may be spelt several ways.
+_writing: set[str] = set()
 _writing_lock = threading.Lock()
 
 
 @contextmanager
-def writing(root: StoreRoot, name: str) -> Iterator[None]:
-    """Mark image `name` of `root` as being written by this process for a block.
+def writing(token: str) -> Iterator[None]:
+    """Mark the write of `token` as going on in this process for a block.
 
     Entered once the group is claimed (after `clear_previous`), left when the write has
     completed or failed.
     """
-    key = (str(root), name)
     with _writing_lock:
-        _writing.add(key)
+        _writing.add(token)
     try:
         yield
     finally:
         with _writing_lock:
-            _writing.discard(key)
+            _writing.discard(token)
 
 
 # A claim from another host holds until this long after the group's last write.
@@ -97,7 +97,7 @@ def live_writer(
         return None
     if pid == os.getpid():
         with _writing_lock:
-            here = (str(root), name) in _writing
+            here = writer.get("write") in _writing
         return f"process {pid}" if here else None
     try:
         os.kill(pid, 0)

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import socket
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -156,7 +157,7 @@ def write_segmentation(
         data = _numpy_levels(name, labels, layout, palette)
         with root.lock(image_lock(name)):
             clear_previous(root, name, overwrite, run)
-            with writing(root, name):
+            with writing(block["writer"]["write"]):
                 _sync(_write_whole(root, nodes, data, seg_path, released))
         return
     # Clearing and claiming the group is atomic between runs (this image's own lock,
@@ -164,7 +165,7 @@ def write_segmentation(
     with contextlib.ExitStack() as claimed:
         with root.lock(image_lock(name)):
             clear_previous(root, name, overwrite, run)
-            claimed.enter_context(writing(root, name))
+            claimed.enter_context(writing(block["writer"]["write"]))
             made = _create_nodes(root, nodes)
         _write_levels(labels, layout, palette, made, name, released)
 
@@ -308,6 +309,9 @@ def _kmdist_block(
             "pid": os.getpid(),
             "started": process_start(os.getpid()),
             "run": run,
+            # This write's own token: within this process, its claim holds while the
+            # token is among those being written (`kmdist.store._claims.writing`).
+            "write": uuid.uuid4().hex,
         },
         "claimed": True,
         "complete": False,

@@ -487,10 +487,13 @@ def test_claim_of_another_run_in_this_process_holds_while_it_writes(tmp_path):
     # claim left by a write that ended without releasing it does not.
     root = open_root(tmp_path)
     block = claim(os.getpid(), run="run-a")
-    with writing(root, "photo"):
+    block["writer"]["write"] = "token-a"
+    ended = claim(os.getpid(), run="run-c")
+    ended["writer"]["write"] = "token-c"  # a write of this process that is over
+    with writing("token-a"):
         assert live_writer(root, "photo", block, "run-b") == f"process {os.getpid()}"
         assert live_writer(root, "photo", block, "run-a") is None  # its own retry
-        assert live_writer(root, "other", block, "run-b") is None
+        assert live_writer(root, "photo", ended, "run-b") is None
     assert live_writer(root, "photo", block, "run-b") is None
 
 
@@ -519,11 +522,13 @@ def test_a_second_write_in_this_process_is_refused_while_the_first_writes(tmp_pa
         writer = threading.Thread(target=first)
         writer.start()
         assert started.wait(60)
-        with pytest.raises(
-            OutputError, match=f"being written by another run .process {os.getpid()}"
-        ):
-            write_segmentation(store, "photo", big, palette, run="run-b", overwrite=True)
-        release.set()
-        writer.join(60)
+        try:
+            with pytest.raises(
+                OutputError, match=f"being written by another run .process {os.getpid()}"
+            ):
+                write_segmentation(store, "photo", big, palette, run="run-b", overwrite=True)
+        finally:  # a failure above must not leave the first write blocked
+            release.set()
+            writer.join(60)
     assert not errors
     assert is_complete(store, "photo")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 import dask
@@ -321,12 +322,17 @@ def test_extra_items_are_stored(tmp_path, sample):
 def test_the_writer_is_recorded_and_the_claim_released(tmp_path, sample):
     write(tmp_path / "s.zarr", "photo", *sample, run="batch-1")
     block = attrs_of(tmp_path / "s.zarr/photo/labels/segmentation")["kmdist"]
+    token = block["writer"].pop("write")  # this write's own, unlike any other's
+    assert re.fullmatch("[0-9a-f]{32}", token)
     assert block["writer"] == {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started": process_start(os.getpid()),
         "run": "batch-1",
     }
+    write(tmp_path / "s.zarr", "other", *sample, run="batch-1")
+    other = attrs_of(tmp_path / "s.zarr/other/labels/segmentation")["kmdist"]
+    assert other["writer"]["write"] != token
     assert "claimed" not in block and block["complete"] is True
 
 
