@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from distributed import Future
 
 from kmdist._dask import active_client
 from kmdist.io._errors import ImageReadError
@@ -112,11 +113,16 @@ def iter_segment(
     client = active_client()
     table = lut
     if client is not None and isinstance(lut, np.ndarray):
-        # A shared palette's table goes to every worker once for the stream, not once
-        # per image (16 MiB for 8-bit RGB).
+        # A shared palette's table goes to every worker once for the stream (in the
+        # flows, once a batch task), not once per image: 16 MiB for 8-bit RGB.
         table = scatter_everywhere(client, lut)
 
     def chunked(ref: ImageRef) -> ImageResult:
+        nonlocal table
+        if isinstance(table, Future) and table.status != "finished":
+            # Scattered data has no lineage: if every worker holding it died, send it
+            # again rather than fail every image that follows.
+            table = scatter_everywhere(client, lut)
         return segment_one(
             ref,
             store,

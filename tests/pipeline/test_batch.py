@@ -141,3 +141,28 @@ def test_a_shared_table_goes_to_the_workers_once_for_the_stream(
         results = segment_batch(open_images(photos), tmp_path / "o.zarr", opts, shared=True)
     assert [r.status for r in results].count("done") == 2
     assert len(broadcasts) == 1  # not one per image
+
+
+def test_a_lost_shared_table_is_sent_again(photos, tmp_path, local_cluster, monkeypatch):
+    # Scattered data has no lineage: if the workers holding the table die, the next image
+    # sends it again instead of failing for lost dependencies.
+    from distributed import Client
+
+    import kmdist.pipeline._batch as batch
+
+    sent: list[object] = []
+    scatter = batch.scatter_everywhere
+
+    def lost_first(client, table):
+        future = scatter(client, table)
+        sent.append(future)
+        if len(sent) == 1:
+            client.cancel([future])  # as when every worker holding it died
+        return future
+
+    monkeypatch.setattr(batch, "scatter_everywhere", lost_first)
+    opts = SegmentOptions(n_colors=6, chunks=64)  # chunks asked for: the chunked path
+    with Client(local_cluster):
+        results = segment_batch(open_images(photos), tmp_path / "o.zarr", opts, shared=True)
+    assert [r.status for r in results].count("done") == 2, results
+    assert len(sent) == 2  # once lost, sent again, then kept for the next image
