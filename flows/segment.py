@@ -29,6 +29,7 @@ from prefect.artifacts import (
     create_progress_artifact,
     update_progress_artifact,
 )
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.futures import PrefectFuture, as_completed
 from prefect.states import Completed, Failed
@@ -72,12 +73,14 @@ IO_RETRIES: dict[str, Any] = {
 }
 
 
-@task(name="check-inputs", **IO_RETRIES)
+@task(name="check-inputs", cache_policy=NO_CACHE, **IO_RETRIES)
 def check_inputs(inputs: Sequence[str], follow_symlinks: bool = False) -> kmdist.CountedRefs:
     """Check every input and find the first image, before any image is written.
 
-    Cheap (a stat, a pattern's first match, one request a URL) and retried on I/O
-    errors. Returns the listing, which goes on as the images are segmented (`_run`).
+    Cheap (a stat, a pattern's first match, one request a URL, then the walk to the
+    first image) and retried on I/O errors. Returns the listing, which goes on as the
+    images are segmented (`_run`); never cached or persisted, as it is a live
+    iterator.
     """
     return kmdist.CountedRefs.listing(list(inputs), follow_symlinks=follow_symlinks)
 
