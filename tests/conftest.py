@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # Prefect's console log handler keeps the stderr of the moment it is set up. Set it up
 # now, on the session's stderr: set up first inside a test using `capsys`, it would keep
@@ -54,6 +55,26 @@ def local_client(local_cluster):
 
     with Client(local_cluster) as client:
         yield client
+
+
+@pytest.fixture
+def worker_kinds(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
+    """The class names of each LocalCluster's workers that kmdist starts in the test.
+
+    ``{"Worker"}`` for threads of this process, ``{"Nanny"}`` for worker processes.
+    """
+    import kmdist._dask
+
+    kinds: list[set[str]] = []
+    start = kmdist._dask._local_cluster
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        cluster = start(*args, **kwargs)
+        kinds.append({type(w).__name__ for w in cluster.workers.values()})
+        return cluster
+
+    monkeypatch.setattr(kmdist._dask, "_local_cluster", recorded)
+    return kinds
 
 
 def _free_port() -> int:

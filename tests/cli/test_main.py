@@ -96,18 +96,7 @@ def test_segment_on_its_own_local_cluster(folder, tmp_path):
 
 
 @pytest.mark.slow
-def test_threads_and_processes_flags_choose_the_workers_and_agree(folder, tmp_path, monkeypatch):
-    import kmdist._dask
-
-    kinds: list[set[str]] = []
-    start = kmdist._dask._local_cluster
-
-    def recorded(*args, **kwargs):
-        cluster = start(*args, **kwargs)
-        kinds.append({type(w).__name__ for w in cluster.workers.values()})
-        return cluster
-
-    monkeypatch.setattr(kmdist._dask, "_local_cluster", recorded)
+def test_threads_and_processes_flags_choose_the_workers_and_agree(folder, tmp_path, worker_kinds):
     labels = {}
     for flag in ("--threads", "--processes"):
         out = tmp_path / f"{flag[2:]}.zarr"
@@ -115,7 +104,7 @@ def test_threads_and_processes_flags_choose_the_workers_and_agree(folder, tmp_pa
         assert main(argv) == 0
         labels[flag] = [np.asarray(open_segmentation(out, n).labels) for n in ("china", "flower")]
     # Threads: one Worker in this process (its threads share memory); processes: Nannies.
-    assert kinds == [{"Worker"}, {"Nanny"}]
+    assert worker_kinds == [{"Worker"}, {"Nanny"}]
     for a, b in zip(labels["--threads"], labels["--processes"], strict=True):
         assert_array_equal(a, b)
 

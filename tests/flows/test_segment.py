@@ -254,22 +254,11 @@ def test_flow_command_line(archive, tmp_path, local_cluster):
     }
 
 
-def test_flow_threads_flag_runs_the_workers_in_the_flow_process(archive, tmp_path, monkeypatch):
-    import kmdist._dask
-
-    kinds: list[set[str]] = []
-    start = kmdist._dask._local_cluster
-
-    def recorded(*args, **kwargs):
-        cluster = start(*args, **kwargs)
-        kinds.append({type(w).__name__ for w in cluster.workers.values()})
-        return cluster
-
-    monkeypatch.setattr(kmdist._dask, "_local_cluster", recorded)
+def test_flow_threads_flag_runs_the_workers_in_the_flow_process(archive, tmp_path, worker_kinds):
     out = tmp_path / "o.zarr"
     argv = [str(archive / "with-bad"), "-o", str(out), "-k", "3", "--workers", "2", "--threads"]
     assert flow_main(argv) == 1  # the truncated image
-    assert kinds == [{"Worker"}]  # one worker, threads of this process, not Nannies
+    assert worker_kinds == [{"Worker"}]  # one worker, threads of this process, not Nannies
     assert {i.name for i in list_segmentations(out) if i.complete} == {"china-a", "flower-a"}
 
 
