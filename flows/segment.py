@@ -170,10 +170,17 @@ def _run(
     summary = RunSummary()
     where = " ".join(inputs)
     try:
-        with kmdist.dask_client(
+        # A LocalCluster starts in the background while the inputs are checked.
+        with kmdist.dask_client_soon(
             dask_address, n_workers=n_workers, processes=processes, verbose=verbose
-        ) as client:
-            link = kmdist.dashboard_link(client)
+        ) as client_soon:
+            # Listed as batches are cut: the flow holds the batches in flight, not the
+            # list of every image. `found` counts the images listed so far.
+            found = check_inputs(inputs, follow_symlinks)
+            palette, lut = None, None
+            if palette_spec is not None:
+                palette = kmdist.load_palette(palette_spec)
+            link = kmdist.dashboard_link(client_soon())
             log.info("Dask dashboard: %s", link)
             create_link_artifact(
                 link,
@@ -181,15 +188,9 @@ def _run(
                 key="dask-dashboard",
                 description="Live view of this run's Dask cluster",
             )
-            # Listed as batches are cut: the flow holds the batches in flight, not the
-            # list of every image. `found` counts the images listed so far.
-            found = check_inputs(inputs, follow_symlinks)
             log.info("images -> %s, listed as they are segmented", output)
-            palette, lut = None, None
             refs: Iterator[ImageRef] = found
-            if palette_spec is not None:
-                palette = kmdist.load_palette(palette_spec)
-            elif shared:
+            if shared and palette is None:
                 # One palette from every image: the one place the list is held.
                 palette, lut, (good, failed) = learn_shared(list(refs), opts)
                 for result in failed:

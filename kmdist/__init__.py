@@ -14,6 +14,7 @@ _EXPORTS = {
     "segment": "kmdist.palette._assign",
     "dashboard_link": "kmdist._dask",
     "dask_client": "kmdist._dask",
+    "dask_client_soon": "kmdist._dask",
     "ConvergenceWarning": "kmdist.kmeans._base",
     "NotFittedError": "kmdist.kmeans._base",
     "ColorHistogram": "kmdist.palette._histogram",
@@ -73,7 +74,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from kmdist._dask import dashboard_link, dask_client
+    from kmdist._dask import dashboard_link, dask_client, dask_client_soon
     from kmdist.io._open import (
         DEFAULT_MAX_PIXELS,
         ImageReadError,
@@ -137,6 +138,7 @@ __all__ = [
     "check_n_colors",
     "dashboard_link",
     "dask_client",
+    "dask_client_soon",
     "image_histogram",
     "is_complete",
     "iter_images",
