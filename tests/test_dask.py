@@ -88,6 +88,13 @@ def test_dask_client_starts_and_stops_a_local_cluster(monkeypatch):
         ).values()
         assert env == [str(16 << 20)] * 2
         assert preloaded  # workers import the pipeline as they start
+        # ... and, as they close, exit without a last collection (`dask_teardown`).
+        hooks = client.run(
+            lambda dask_worker: [
+                p.name for p in dask_worker.preloads if hasattr(p.module, "dask_teardown")
+            ]
+        )
+        assert list(hooks.values()) == [["kmdist._dask"]]
         cluster = client.cluster
         assert int(da.ones((40, 40), chunks=10).sum().compute()) == 1600
     assert client.status == "closed"

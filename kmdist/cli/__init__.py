@@ -4,6 +4,6 @@ Only `main` is imported here, and it imports nothing heavy until a command runs,
 ``kmdist --help`` answers at once.
 """
 
-from kmdist.cli._main import main
+from kmdist.cli._main import main, run
 
-__all__ = ["main"]
+__all__ = ["main", "run"]

@@ -1,7 +1,5 @@
 """``python -m kmdist.cli``: the ``kmdist`` command."""
 
-import sys
+from kmdist.cli._main import run
 
-from kmdist.cli._main import main
-
-sys.exit(main())
+run()

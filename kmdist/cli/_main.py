@@ -12,9 +12,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
 
 # `kmdist info`'s exit code when any image of the store is incomplete.
 _INCOMPLETE = 3
@@ -347,3 +347,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         args.max_pixels = DEFAULT_MAX_PIXELS
     return int(args.func(args))
+
+
+def run() -> NoReturn:
+    """Run ``kmdist`` as a program: `main`, then a quick exit (`skip_final_collection`)."""
+    code = main()
+    from kmdist._exit import skip_final_collection
+
+    skip_final_collection()
+    sys.exit(code)
