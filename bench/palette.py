@@ -4,9 +4,12 @@ Every method learns k colours from every pixel of the photo; all are scored by
 `common.inertia` (each pixel to its nearest colour, float64). Peers: scikit-learn
 MiniBatchKMeans (defaults) and KMeans (n_init=1 and 10), dask-ml KMeans, OpenCV
 ``cv2.kmeans`` with the seed notebook's criteria (EPS+MAX_ITER, 100, 0.85; 10 attempts;
-random centres), and Pillow's median-cut and fast-octree quantisers.
+random centres), Pillow's median-cut and fast-octree quantisers, and scikit-learn's
+colour-quantisation recipe as its docs give it (KMeans on a sample, here 1% of the
+pixels, float64) and as a user writes it for speed (float32).
 
-Usage: ``python bench/palette.py [--quick]`` (quick: china.jpg, k=16, one repeat).
+Usage: ``python bench/palette.py [--quick] [--only NAME ...]`` (quick: china.jpg, k=16,
+one repeat; ``--only`` keeps the methods whose name contains one of the NAMEs).
 """
 
 from __future__ import annotations
@@ -70,6 +73,18 @@ def _pillow(k: int, method: str) -> Callable[[np.ndarray], np.ndarray]:
     return fit
 
 
+def _sample_recipe(k: int, dtype: type[np.floating[Any]]) -> Callable[[np.ndarray], np.ndarray]:
+    def fit(img: np.ndarray) -> np.ndarray:
+        from sklearn.cluster import KMeans
+
+        X = img.reshape(-1, 3).astype(dtype)
+        rng = np.random.default_rng(0)
+        sample = X[rng.choice(len(X), max(k, len(X) // 100), replace=False)]
+        return KMeans(k, random_state=0).fit(sample).cluster_centers_.astype(np.float64)
+
+    return fit
+
+
 def _kmdist(k: int) -> Callable[[np.ndarray], np.ndarray]:
     def fit(img: np.ndarray) -> np.ndarray:
         return kmdist.learn_palette(img, k).colors
@@ -88,10 +103,12 @@ def methods(k: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
         "OpenCV kmeans (seed criteria)": _opencv(k),
         "Pillow median cut": _pillow(k, "MEDIANCUT"),
         "Pillow fast octree": _pillow(k, "FASTOCTREE"),
+        "sklearn recipe, KMeans on 1%, float64": _sample_recipe(k, np.float64),
+        "sklearn recipe, KMeans on 1%, float32": _sample_recipe(k, np.float32),
     }
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, only: list[str] | None = None) -> dict[str, Any]:
     """Time every method on every case; return the payload saved as palette.json."""
     from sklearn.datasets import load_sample_image
 
@@ -106,6 +123,8 @@ def run(quick: bool) -> dict[str, Any]:
         img = load_sample_image(name)
         kmdist.learn_palette(img, k)  # compiles kmdist's kernels once (cached on disk)
         for label, fit in methods(k).items():
+            if only and not any(name in label for name in only):
+                continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # convergence chatter from the peers
                 first, _, centers = median_time(lambda fit=fit, img=img: fit(img), 1)
@@ -125,8 +144,10 @@ def run(quick: bool) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="methods whose name has NAME")
     args = parser.parse_args()
-    save("palette-quick" if args.quick else "palette", run(args.quick))
+    name = "palette-quick" if args.quick else "palette"
+    save(name + ("-only" if args.only else ""), run(args.quick, args.only))
 
 
 if __name__ == "__main__":
