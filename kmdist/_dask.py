@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import ast
 import logging
+import multiprocessing.spawn
 import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, nullcontext
-from importlib.machinery import ModuleSpec
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import dask
 from distributed import Client, LocalCluster, default_client
@@ -151,9 +152,12 @@ def dask_teardown(worker: object) -> None:
     """Worker preload hook, as the worker closes: its process exits without a last GC.
 
     A LocalCluster's close waits for every worker process to exit; each spent 0.7 s
-    of it in the interpreter's last collections (`skip_final_collection`).
+    of it in the interpreter's last collections (`skip_final_collection`). Only in a
+    process a Nanny started for this one worker, which ends with it: a worker in a
+    longer-lived process (threads, ``--no-nanny``) leaves its process's collector alone.
     """
-    skip_final_collection()
+    if getattr(worker, "nanny", None) is not None and multiprocessing.parent_process():
+        skip_final_collection()
 
 
 def _is_main_guard(node: ast.AST) -> bool:
@@ -272,34 +276,39 @@ def dask_client(
         yield client()
 
 
-@contextmanager
-def _main_not_rerun() -> Iterator[None]:
-    """While worker processes are spawned, keep them from running the main module again.
+# The name distributed's Nanny gives the worker processes it spawns (`WorkerProcess`).
+_WORKER_PROCESS = "Dask Worker process (from Nanny)"
+_spawn_lock = threading.Lock()
+
+
+def _workers_skip_main() -> None:
+    """Make spawned Dask worker processes skip running the main module again (once).
 
     multiprocessing's spawn runs the parent's main script or ``-m`` module again in each
     child, as ``__mp_main__``, so that the child can unpickle what it defines. Dask's
-    workers need none of it: whatever a task refers to in ``__main__`` is pickled by value
-    (cloudpickle), and a cluster elsewhere never sees the script either. Re-running it
-    costs every worker the script's imports as it starts: for ``flows/segment.py``
-    (Prefect) 3.6 s to start two workers instead of 1.8. A main module named
-    ``__main__`` is the one spawn skips, so that is its name while the workers start; a
-    worker the Nanny restarts later runs the main module again, as Dask's own would.
+    workers need none of it (tasks that use ``__main__``'s functions and classes carry
+    them, pickled by value), and a cluster elsewhere never sees the script either, so
+    this makes a LocalCluster's workers behave as a remote cluster's do. Re-running it
+    cost every worker the script's imports as it started: for ``flows/segment.py``
+    (Prefect), two workers started in 3.6 s instead of 1.8. Only processes that
+    distributed's Nanny names as its workers are affected, first start and restarts
+    alike; other process pools keep spawn's behaviour. Registrations a worker needs
+    (image openers, codecs) belong in a worker preload or plugin, as on any cluster.
     """
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    name = getattr(spec, "name", None)
-    if (
-        main is None
-        or (name is None and getattr(main, "__file__", None) is None)
-        or (name is not None and (name == "__main__" or name.endswith(".__main__")))
-    ):
-        yield  # nothing that spawn would run again (see `spawn_safe`)
-        return
-    main.__spec__ = ModuleSpec("__main__", None)
-    try:
-        yield
-    finally:
-        main.__spec__ = spec
+    with _spawn_lock:
+        original = multiprocessing.spawn.get_preparation_data
+        if getattr(original, "kmdist_skips_main", False):
+            return
+
+        def get_preparation_data(name: str) -> dict[str, Any]:
+            data: dict[str, Any] = original(name)
+            if name == _WORKER_PROCESS:
+                data.pop("init_main_from_path", None)
+                data.pop("init_main_from_name", None)
+            return data
+
+        get_preparation_data.kmdist_skips_main = True  # type: ignore[attr-defined]
+        multiprocessing.spawn.get_preparation_data = get_preparation_data
 
 
 def _local_cluster(
@@ -327,10 +336,9 @@ def _local_cluster(
             # TCP on the loopback, not inproc://, whose dashboard link names another
             # interface than the dashboard listens on.
             workers, threads_per_worker = 1, workers * threads_per_worker
-        with (
-            dask.config.set({**spawn_env, _VERBOSE_KEY: verbose}),
-            _main_not_rerun() if processes else nullcontext(),
-        ):
+        if processes:
+            _workers_skip_main()
+        with dask.config.set({**spawn_env, _VERBOSE_KEY: verbose}):
             return LocalCluster(
                 n_workers=workers,
                 threads_per_worker=threads_per_worker,

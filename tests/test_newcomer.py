@@ -91,23 +91,30 @@ def test_unguarded_script_gets_threads_guarded_one_processes(tmp_path):
 
 @pytest.mark.slow
 def test_spawned_workers_do_not_run_the_main_script_again(tmp_path):
-    # Every run of the script's top level (as __main__ or as a worker's __mp_main__)
+    # Every run of the script's top level (as __main__ or as a child's __mp_main__)
     # leaves its pid; a flow script's would import Prefect again in every worker.
     (tmp_path / "script.py").write_text(
-        "import os, sys\n"
+        "import multiprocessing, os\n"
         "open(f'ran-{os.getpid()}', 'w').close()\n"
+        "def child():\n"
+        "    pass\n"
         'if __name__ == "__main__":\n'
         "    from kmdist._dask import dask_client\n"
-        "    spec = sys.modules['__main__'].__spec__\n"
         "    with dask_client(n_workers=2, processes=True) as client:\n"
-        "        pids = client.run(os.getpid)\n"
-        "        others = set(pids.values()) - {os.getpid()}\n"
-        "        print(len(others), client.submit(sum, [1, 2]).result())\n"
-        "    print(sys.modules['__main__'].__spec__ is spec)\n"
+        "        before = set(client.run(os.getpid).values())\n"
+        "        client.restart()  # new worker processes, spawned by the Nannies\n"
+        "        after = set(client.run(os.getpid).values())\n"
+        "        print(len(before | after), client.submit(sum, [1, 2]).result())\n"
+        "    # Other spawned processes still run it, as spawn does.\n"
+        "    p = multiprocessing.get_context('spawn').Process(target=child)\n"
+        "    p.start()\n"
+        "    p.join()\n"
+        "    print(p.exitcode)\n"
     )
-    assert _python(tmp_path, "script.py") == "2 3\nTrue\n"
+    assert _python(tmp_path, "script.py") == "4 3\n0\n"
     ran = sorted(p.name for p in tmp_path.glob("ran-*"))
-    assert len(ran) == 1, ran  # the parent only: neither worker ran the script
+    # The parent and its plain child: none of the 4 worker processes ran the script.
+    assert len(ran) == 2, ran
 
 
 @pytest.mark.slow
