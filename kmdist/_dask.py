@@ -2,8 +2,8 @@
 
 The address comes from the caller, else from ``DASK_SCHEDULER_ADDRESS``; without either,
 a LocalCluster sized to the machine is started and closed with the context: worker
-processes, or threads of this process when spawned workers would re-run the main
-script's unguarded code (`spawn_safe`). Dask's own log lines are kept to warnings that
+processes, or threads of this process for a script whose call is not under its main
+guard (`spawn_safe`). Dask's own log lines are kept to warnings that
 matter unless ``verbose`` (`quiet_dask_logs`).
 """
 
@@ -13,6 +13,7 @@ import ast
 import logging
 import multiprocessing.spawn
 import os
+import pickle
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -192,11 +193,14 @@ def spawn_safe() -> bool:
     """Whether worker processes may be spawned without re-running the caller's code.
 
     Spawned processes (Dask's Nanny uses multiprocessing's spawn) run the main module
-    again, under the name ``__mp_main__``, before they unpickle their work. That is
-    harmless for a REPL, a notebook, ``python -c``, a package's ``__main__`` module,
-    and a script whose call is under ``if __name__ == "__main__":``; a script that calls
-    a flow or `dask_client` at its top level would start the same work again in every
-    worker. False then, and when the main module's current line cannot be found.
+    again, under the name ``__mp_main__``, before they unpickle their work, unless
+    `_workers_skip_main` spares them (it keeps spawn's behaviour when Dask's
+    configuration refers to ``__main__``). That is harmless for a REPL, a notebook,
+    ``python -c``, a package's ``__main__`` module, and a script whose call is under
+    ``if __name__ == "__main__":``; a script that calls a flow or `dask_client` at its
+    top level would start the same work again in every worker that does run it. False
+    then, and when the main module's current line cannot be found: threads stay the
+    conservative choice for such scripts.
     """
     main = sys.modules.get("__main__")
     if main is None:
@@ -281,6 +285,14 @@ _WORKER_PROCESS = "Dask Worker process (from Nanny)"
 _spawn_lock = threading.Lock()
 
 
+def _config_uses_main() -> bool:
+    """Whether Dask's configuration, which spawned workers receive, refers to ``__main__``."""
+    try:
+        return b"__main__" in pickle.dumps(dask.config.config)
+    except Exception:  # spawn will meet the same error and report it
+        return True
+
+
 def _workers_skip_main() -> None:
     """Make spawned Dask worker processes skip running the main module again (once).
 
@@ -292,8 +304,11 @@ def _workers_skip_main() -> None:
     cost every worker the script's imports as it started: for ``flows/segment.py``
     (Prefect), two workers started in 3.6 s instead of 1.8. Only processes that
     distributed's Nanny names as its workers are affected, first start and restarts
-    alike; other process pools keep spawn's behaviour. Registrations a worker needs
-    (image openers, codecs) belong in a worker preload or plugin, as on any cluster.
+    alike, in this process from then on; other process pools keep spawn's behaviour, and
+    so do the workers while Dask's configuration refers to ``__main__`` (a function of
+    the script's in ``dask.config``, which the worker unpickles by reference).
+    Registrations a worker needs (image openers, codecs) belong in a worker preload
+    (``distributed.worker.preload``) or plugin, as on any cluster.
     """
     with _spawn_lock:
         original = multiprocessing.spawn.get_preparation_data
@@ -302,7 +317,7 @@ def _workers_skip_main() -> None:
 
         def get_preparation_data(name: str) -> dict[str, Any]:
             data: dict[str, Any] = original(name)
-            if name == _WORKER_PROCESS:
+            if name == _WORKER_PROCESS and not _config_uses_main():
                 data.pop("init_main_from_path", None)
                 data.pop("init_main_from_name", None)
             return data
@@ -392,7 +407,7 @@ def dask_client_soon(
         spawn = spawn_safe() if processes is None else processes
         if not spawn and processes is None:
             _log.info(
-                "LocalCluster on threads: worker processes would run %s again (calls "
+                "LocalCluster on threads: %s calls it outside its main guard (calls "
                 'under `if __name__ == "__main__":` get processes)',
                 getattr(sys.modules["__main__"], "__file__", "the main module"),
             )

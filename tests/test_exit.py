@@ -21,11 +21,13 @@ class Cycle:
 
 def report():
     {imports}  # before the cycle: allocations after it could start a collection
+    gc.disable()  # no automatic collection until the report is printed
     c = Cycle()
     c.me = c
     del c  # garbage only a collection finds
     {call}
     print("frozen", gc.get_freeze_count() > before, flush=True)
+    gc.enable()
 
 
 if __name__ == "__main__":

@@ -100,10 +100,14 @@ def test_spawned_workers_do_not_run_the_main_script_again(tmp_path):
         "    pass\n"
         'if __name__ == "__main__":\n'
         "    from kmdist._dask import dask_client\n"
+        "    import dask\n"
+        "    print(dask.config.get('distributed.worker.multiprocessing-method'))\n"
         "    with dask_client(n_workers=2, processes=True) as client:\n"
         "        before = set(client.run(os.getpid).values())\n"
         "        client.restart()  # new worker processes, spawned by the Nannies\n"
+        "        client.wait_for_workers(2)\n"
         "        after = set(client.run(os.getpid).values())\n"
+        "        assert not before & after, (before, after)\n"
         "        print(len(before | after), client.submit(sum, [1, 2]).result())\n"
         "    # Other spawned processes still run it, as spawn does.\n"
         "    p = multiprocessing.get_context('spawn').Process(target=child)\n"
@@ -111,10 +115,30 @@ def test_spawned_workers_do_not_run_the_main_script_again(tmp_path):
         "    p.join()\n"
         "    print(p.exitcode)\n"
     )
-    assert _python(tmp_path, "script.py") == "4 3\n0\n"
+    assert _python(tmp_path, "script.py") == "spawn\n4 3\n0\n"
     ran = sorted(p.name for p in tmp_path.glob("ran-*"))
     # The parent and its plain child: none of the 4 worker processes ran the script.
     assert len(ran) == 2, ran
+
+
+@pytest.mark.slow
+def test_workers_run_the_script_while_dask_config_refers_to_it(tmp_path):
+    # The workers unpickle Dask's configuration, so a function of the script's in it
+    # needs the script: then they run it, as spawn does.
+    (tmp_path / "script.py").write_text(
+        "import os\n"
+        "open(f'ran-{os.getpid()}', 'w').close()\n"
+        "def plugin(x):\n"
+        "    return x\n"
+        'if __name__ == "__main__":\n'
+        "    import dask\n"
+        "    from kmdist._dask import dask_client\n"
+        "    with dask.config.set({'kmdist-test.hook': plugin}):\n"
+        "        with dask_client(n_workers=1, processes=True) as client:\n"
+        "            print(client.submit(sum, [1, 2]).result())\n"
+    )
+    assert _python(tmp_path, "script.py") == "3\n"
+    assert len(list(tmp_path.glob("ran-*"))) == 2  # the parent and its worker
 
 
 @pytest.mark.slow
