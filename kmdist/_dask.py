@@ -53,6 +53,28 @@ _WORKER_MALLOC = {
 }
 
 
+# Dask's debugging logs each keep their last 1,000 entries: every message between the
+# scheduler, the client and each worker (a batch's task with its image refs, its results),
+# and on each worker a profile tree a second. Filling up over a run's first 1,000 s, they
+# grew a 100,000-thumbnail run's memory by a quarter (0.76 to 0.97 GB; bench/archive_scale.py).
+# A tenth as many entries, and profiles merged over 10 s, keep the dashboard's profile
+# covering the same 1,000 s. Applied only where the user's configuration keeps Dask's default.
+_SHORT_LOGS: dict[str, Any] = {
+    "distributed.admin.low-level-log-length": 100,
+    "distributed.worker.profile.cycle": "10s",
+}
+
+
+def _short_logs() -> dict[str, Any]:
+    """`_SHORT_LOGS`, less the settings the user's Dask configuration sets otherwise."""
+    defaults = dask.config.merge(*dask.config.defaults)
+    return {
+        key: value
+        for key, value in _SHORT_LOGS.items()
+        if dask.config.get(key, None) == dask.config.get(key, None, config=defaults)
+    }
+
+
 # Workers import kmdist's pipeline as they start, and worker processes this module, whose
 # `dask_setup` quiets their logs as the client's are (threads share the client's).
 _PRELOAD = ("kmdist.pipeline._batch", "kmdist._dask")
@@ -401,29 +423,32 @@ def dask_client_soon(
     """
     target = scheduler_address(address)
     restore = quiet_dask_logs(verbose)
+    # Set for the whole block: the scheduler's message logs start as workers join, also
+    # when one is restarted; the Nanny copies the configuration into its worker.
+    short_logs = dask.config.set(_short_logs())
     starting: Future[LocalCluster] | None = None
-    if target is None:
-        # Decided here, in the caller's thread, where the main module's frame is.
-        spawn = spawn_safe() if processes is None else processes
-        if not spawn and processes is None:
-            _log.info(
-                "LocalCluster on threads: %s calls it outside its main guard (calls "
-                'under `if __name__ == "__main__":` get processes)',
-                getattr(sys.modules["__main__"], "__file__", "the main module"),
-            )
-        pool = ThreadPoolExecutor(1, thread_name_prefix="kmdist-cluster-start")
-        starting = pool.submit(
-            _local_cluster,
-            n_workers,
-            threads_per_worker,
-            memory_limit,
-            dashboard_address,
-            spawn,
-            verbose,
-        )
-        pool.shutdown(wait=False)
     clients: list[Client] = []
     try:
+        if target is None:
+            # Decided here, in the caller's thread, where the main module's frame is.
+            spawn = spawn_safe() if processes is None else processes
+            if not spawn and processes is None:
+                _log.info(
+                    "LocalCluster on threads: %s calls it outside its main guard (calls "
+                    'under `if __name__ == "__main__":` get processes)',
+                    getattr(sys.modules["__main__"], "__file__", "the main module"),
+                )
+            pool = ThreadPoolExecutor(1, thread_name_prefix="kmdist-cluster-start")
+            starting = pool.submit(
+                _local_cluster,
+                n_workers,
+                threads_per_worker,
+                memory_limit,
+                dashboard_address,
+                spawn,
+                verbose,
+            )
+            pool.shutdown(wait=False)
         with ExitStack() as stack:
 
             def client() -> Client:
@@ -442,6 +467,7 @@ def dask_client_soon(
             if starting is not None and starting.exception() is None:
                 starting.result().close()
         finally:
+            short_logs.__exit__(None, None, None)
             restore()
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fractions
+import gc
 import os
 import sys
 
+import dask
 import dask.array as da
 import pytest
 from distributed import Client
@@ -109,3 +112,42 @@ def test_local_cluster_malloc_settings_survive_an_earlier_cluster(local_cluster,
     with dask_client(n_workers=1, dashboard_address=":0") as client:
         [env] = client.run(lambda: [os.environ.get(name) for name in MALLOC]).values()
     assert env == [str(16 << 20)] * 2
+
+
+def _live_fractions() -> int:
+    gc.collect()
+    return sum(isinstance(o, fractions.Fraction) for o in gc.get_objects())
+
+
+def test_dask_debugging_logs_stop_growing_early_in_a_long_run(monkeypatch):
+    # Dask's logs of recent messages keep each task's spec (a batch's image refs) and
+    # its workers' profiles keep a tree a second: 1,000 entries each by default, which
+    # grew a 100,000-image run's memory by a quarter as they filled.
+    monkeypatch.delenv(ENV_ADDRESS, raising=False)
+    with dask_client(n_workers=1, dashboard_address=":0") as client:
+
+        def held_after(n: int, start: int) -> int:
+            for i in range(start, start + n):
+                # One task a message: each Fraction is an argument in the logs only.
+                assert client.submit(abs, fractions.Fraction(-i, 7), pure=False).result() > 0
+            return _live_fractions()
+
+        before = _live_fractions()
+        early = held_after(200, 1)
+        late = held_after(600, 201)
+        [(maxlen, cycle)] = client.run(
+            lambda dask_worker: (
+                dask_worker.profile_history.maxlen,
+                dask.config.get("distributed.worker.profile.cycle"),
+            )
+        ).values()
+    assert late - before <= 400  # about two logs of 100 (the client's, the scheduler's)
+    assert late <= early + 20  # full after 200 tasks: no growth over the next 600
+    assert (maxlen, cycle) == (100, "10s")
+    # The user's configuration wins over kmdist's lengths.
+    with (
+        dask.config.set({"distributed.admin.low-level-log-length": 500}),
+        dask_client(n_workers=1, processes=False, dashboard_address=":0") as client,
+    ):
+        [maxlen] = client.run(lambda dask_worker: dask_worker.profile_history.maxlen).values()
+    assert maxlen == 500
