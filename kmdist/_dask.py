@@ -289,6 +289,13 @@ def dask_client(
     ------
     distributed.Client
         The client, set as the default for Dask computations inside the block.
+
+    Notes
+    -----
+    For the block, Dask's debugging logs keep 100 entries and worker profiles are merged
+    over 10 s (``distributed.admin.low-level-log-length``,
+    ``distributed.worker.profile.cycle``), so memory does not grow over a long run; a
+    value the user's Dask configuration sets for either key is kept.
     """
     with dask_client_soon(
         address,
