@@ -441,15 +441,15 @@ def test_float_and_two_channel_images(tmp_path, rng):
 # --- Node creation ------------------------------------------------------------------
 
 
-def test_all_nodes_are_created_in_one_create_hierarchy_call(tmp_path, sample, monkeypatch):
+def test_all_nodes_are_created_in_one_call(tmp_path, sample, monkeypatch):
     calls = []
-    create = zarr.create_hierarchy
+    create = _write.create_nodes_sync
 
     def recording(*, store, nodes, **kwargs):
         calls.append(sorted(nodes))
         return create(store=store, nodes=nodes, **kwargs)
 
-    monkeypatch.setattr(_write.zarr, "create_hierarchy", recording)
+    monkeypatch.setattr(_write, "create_nodes_sync", recording)
     write(tmp_path / "s.zarr", "photo", *sample, n_levels=3)
     assert calls == [
         sorted(
@@ -469,11 +469,11 @@ def test_all_nodes_are_created_in_one_create_hierarchy_call(tmp_path, sample, mo
     assert is_complete(tmp_path / "s.zarr", "photo")
 
 
-def test_create_hierarchy_failure_names_the_image(tmp_path, sample, monkeypatch):
+def test_a_node_creation_failure_names_the_image(tmp_path, sample, monkeypatch):
     def failing(**kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(_write.zarr, "create_hierarchy", failing)
+    monkeypatch.setattr(_write, "create_nodes_sync", failing)
     with pytest.raises(OutputError, match=r"s\.zarr/photo: cannot write: Permission denied"):
         write(tmp_path / "s.zarr", "photo", *sample)
 
