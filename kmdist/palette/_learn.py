@@ -142,20 +142,26 @@ def palette_from_histogram(
         # colour: each stage starts close to its optimum, so the expensive stages need
         # few iterations (china.jpg, k=16: 134 full-size iterations straight from 4
         # bits, 86 via 6 bits; 2.06 million colours: 102 via 6 bits, 36 via 7 bits).
+        # With many colours every restart goes on to 6 bits and the best is chosen
+        # there: 4 bits blur the optimum the restarts compete for (china.jpg, k=10: the
+        # restart best on 4 bits ends 1.1% above another on every colour).
+        carry = hist.n_colors > _CARRY_FROM
         coarse = _coarse_rows(rows, hist.codes, bits=4)
         if coarse.n_samples >= k and coarse.n_samples < rows.n_samples:
             seeds = seed_centers(coarse, k, seeding, n_init, rng, coarse.n_samples)
-            first = _lloyd(coarse, seeds, max_iter=max_iter, tol=tol_abs, eps=eps)
-            centers = first.centers[[int(np.argmin(first.inertia))]]
+            stage = _lloyd(coarse, seeds, max_iter=max_iter, tol=tol_abs, eps=eps)
             for bits in (6, 7):
                 middle = _coarse_rows(rows, hist.codes, bits=bits)
                 if middle.n_samples >= rows.n_samples // 2:
                     break  # a finer stage would be larger still
-                centers = _lloyd(middle, centers, max_iter=max_iter, tol=tol_abs, eps=eps).centers
+                best_start = stage.centers[[int(np.argmin(stage.inertia))]]
+                starts = stage.centers if carry and bits == 6 else best_start
+                stage = _lloyd(middle, starts, max_iter=max_iter, tol=tol_abs, eps=eps)
                 if 4 * middle.n_samples >= rows.n_samples:
                     # The next stage would hold most of the colours (a thumbnail's): go
                     # to every colour rather than count a stage to drop it.
                     break
+            centers = stage.centers[[int(np.argmin(stage.inertia))]]
         else:
             centers = seed_centers(rows, k, seeding, n_init, rng, rows.n_samples)
     else:
@@ -178,6 +184,12 @@ def palette_from_histogram(
     )
 
 
+# Fewest distinct colours for which every restart is refined on 6 bits before the best
+# is chosen. Below it (every image of at most 256 x 256 pixels) the choice is made on 4
+# bits: on an archive of thumbnails the palette is a third of an image's cost, and
+# carrying the restarts made a 256 x 256 photo's palette up to 2.5x slower
+# (docs/benchmarks.md).
+_CARRY_FROM = 1 << 16
 # Most samples times clusters for which a Lloyd run is compiled whole without bounds
 # (`lloyd_dense`): there every distance costs less than keeping bounds.
 _DENSE_WORK = 1 << 17
@@ -192,8 +204,8 @@ def _lloyd(
     """`lloyd`, or a compiled `lloyd_dense` run (same steps and rules) where it is faster."""
     if rows.n_samples * centers.shape[1] <= _DENSE_WORK:
         return lloyd_dense(rows.X, rows.w, centers, max_iter=max_iter, tol=tol, eps=eps)
-    if centers.shape[0] == 1 and rows.n_samples < _THREADED_FROM:
-        # One run (the best restart refined on every colour): the bounds carry over.
+    if rows.n_samples < _THREADED_FROM:
+        # Runs one after the other, each keeping its bounds between iterations.
         return lloyd_dense(
             rows.X, rows.w, centers, max_iter=max_iter, tol=tol, eps=eps, bounds=True
         )

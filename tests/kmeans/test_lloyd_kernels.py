@@ -175,3 +175,19 @@ def test_compiled_bounded_lloyd_runs_as_single_run_lloyd_does(case):
     assert_array_equal(got.centers, want.centers)
     assert_array_equal(got.weights, want.weights)
     assert_allclose(got.inertia, want.inertia, rtol=1e-12, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_compiled_bounded_lloyd_runs_restarts_one_after_the_other(case):
+    """Several runs with `bounds=True` (a photo's restarts on its 6-bit histogram) give
+    each run what `lloyd` gives it alone, to the bit."""
+    from kmdist.kmeans._lloyd import lloyd, lloyd_dense
+    from kmdist.kmeans._rows import NumpyRows
+
+    X, w, starts, tol, eps = _lloyd_case(2000 + case, runs=3, n_max=20_000, k_min=2)
+    got = lloyd_dense(X, w, starts, max_iter=300, tol=tol, eps=eps, bounds=True)
+    for r in range(starts.shape[0]):
+        want = lloyd(NumpyRows(X, w), starts[[r]], max_iter=300, tol=tol, eps=eps)
+        assert got.n_iter[r] == want.n_iter[0]
+        assert_array_equal(got.centers[r], want.centers[0])
+        assert_array_equal(got.weights[r], want.weights[0])

@@ -29,6 +29,23 @@ def test_exact_palette_beats_sklearn_n_init_10_on_china(china):
     assert pal.inertia == pytest.approx(d, rel=1e-9)
 
 
+@pytest.mark.parametrize("name", ["china.jpg", "flower.jpg"])
+@pytest.mark.parametrize("k", [3, 10, 16])
+def test_exact_palette_beats_the_1_percent_recipe(name, k):
+    """scikit-learn's colour-quantisation recipe: KMeans(k) on 1% of the pixels.
+
+    With the restarts chosen on the coarsest histogram, china.jpg at k=10 ended 0.19%
+    above the recipe: its best restart on 4 bits a channel was not the best on every colour.
+    """
+    img = load_sample_image(name)
+    pixels = img.reshape(-1, 3).astype(np.float64)
+    rng = np.random.default_rng(0)
+    sample = pixels[rng.choice(len(pixels), len(pixels) // 100, replace=False)]
+    recipe = SkKMeans(k, random_state=0).fit(sample).cluster_centers_
+    recipe_inertia = ((pixels[:, None, :] - recipe[None]) ** 2).sum(-1).min(axis=1).sum()
+    assert learn_palette(img, k).inertia < recipe_inertia
+
+
 def plain_lloyd(pixels, centers, max_iter=300):
     """Textbook Lloyd over every pixel, no kmdist code involved."""
     for _ in range(max_iter):
