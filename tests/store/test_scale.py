@@ -182,7 +182,7 @@ def test_an_image_write_does_not_grow_with_the_s3_store(bucket, s3_log):
         assert is_complete(url, "new")
     assert counts["small.zarr"] == counts["large.zarr"], counts
     # The image's lock (create, read, remove), a look for the image and for the root,
-    # five nodes' metadata, a chunk, the marker: 15. zarr's hierarchy checks would
+    # five nodes' metadata, two chunks, the marker: 15. zarr's hierarchy checks would
     # double it (two requests a node, and the root read twice).
     assert counts["large.zarr"] <= 16, counts
 
