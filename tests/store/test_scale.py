@@ -126,9 +126,10 @@ def test_an_image_write_does_not_grow_with_the_local_store(tmp_path, counter):
         assert is_complete(store, "new")
     assert counts["small.zarr"] == counts["large.zarr"]
     # Nothing lists the root, and a constant handful of store operations (metadata
-    # of five nodes and two arrays, two chunks, the marker) is all an image costs.
+    # of five nodes, two chunks, the marker: 8 writes) is all an image costs;
+    # zarr's hierarchy checks added 7 reads.
     ops, touched = counts["large.zarr"]
-    assert 0 < sum(ops.values()) <= 40, ops
+    assert 0 < sum(ops.values()) <= 10, ops
     # Outside its own group an image touches the root's metadata and its own lock only.
     assert {path for _, path in touched} <= {".", "zarr.json", _root.image_lock("new")}, touched
     assert not {call for call, _ in touched} & {"scandir", "listdir"}, touched
