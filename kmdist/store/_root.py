@@ -80,7 +80,7 @@ class StoreRoot(ABC):
     store: Any
 
     def zarr_store(self) -> Store:
-        """Return the root as a zarr `Store` (what `zarr.create_hierarchy` takes)."""
+        """Return the root as a zarr `Store` (what zarr's `create_nodes` takes)."""
         if isinstance(self.store, Store):
             return self.store
         return zarr.storage.LocalStore(self.store)

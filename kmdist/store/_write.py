@@ -373,7 +373,7 @@ def _array_metadata(
     """Zarr v3 metadata of one stored array, made by zarr itself in memory.
 
     zarr builds the codec chain (sharding, Blosc) as it would for `create_array`; the
-    metadata then goes to `zarr.create_hierarchy` with the rest of the image's nodes.
+    metadata then goes to `_create_nodes` with the rest of the image's nodes.
     """
     array = zarr.create_array(
         zarr.storage.MemoryStore(),
