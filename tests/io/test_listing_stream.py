@@ -299,7 +299,9 @@ def test_first_ref_before_the_walk_ends(tmp_path, scandirs, monkeypatch):
     assert scandirs == [str(tmp_path), str(tmp_path / "d00")]
     assert sum(1 for _ in stream) == 99
     assert len(scandirs) == 51
-    assert opened == []  # listing reads names only, never a file
+    # Listing reads names only, never a file of the tree (other threads of the test
+    # session, a cluster's system monitor reading /proc, may open files meanwhile).
+    assert [f for f in opened if str(f).startswith(str(tmp_path))] == []
 
 
 @pytest.mark.parametrize("layout", ["flat", "100 a folder"])
