@@ -154,14 +154,13 @@ def palette_from_histogram(
                 middle = _coarse_rows(rows, hist.codes, bits=bits)
                 if middle.n_samples >= rows.n_samples // 2:
                     break  # a finer stage would be larger still
-                best_start = stage.centers[[int(np.argmin(stage.inertia))]]
-                starts = stage.centers if carry and bits == 6 else best_start
+                starts = stage.centers if carry and bits == 6 else _best(stage)
                 stage = _lloyd(middle, starts, max_iter=max_iter, tol=tol_abs, eps=eps)
                 if 4 * middle.n_samples >= rows.n_samples:
                     # The next stage would hold most of the colours (a thumbnail's): go
                     # to every colour rather than count a stage to drop it.
                     break
-            centers = stage.centers[[int(np.argmin(stage.inertia))]]
+            centers = _best(stage)
         else:
             centers = seed_centers(rows, k, seeding, n_init, rng, rows.n_samples)
     else:
@@ -212,6 +211,11 @@ def _lloyd(
             rows.X, rows.w, centers, max_iter=max_iter, tol=tol, eps=eps, bounds=True
         )
     return lloyd(rows, centers, max_iter=max_iter, tol=tol, eps=eps)
+
+
+def _best(stage: LloydResult) -> F64:
+    """Return the lowest-inertia run's centres as one start, shape (1, k, n_features)."""
+    return stage.centers[[int(np.argmin(stage.inertia))]]
 
 
 def _coarse_rows(rows: NumpyRows, codes: npt.NDArray[np.uint32], bits: int) -> NumpyRows:
