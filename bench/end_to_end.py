@@ -10,7 +10,8 @@ crops of the sample photos with mild noise, stored as Zarr with 1024 x 1024 chun
   `Kmeans(3, 16)` on the same sample;
 - the seed's path (MiniBatchKMeans(16) on every pixel) and dask-ml KMeans(16), each
   capped (killed after ``--cap`` seconds and reported as capped);
-- the I/O floor: Dask doing kmdist's reads and level-0 writes with no computation.
+- the I/O floor: Dask doing kmdist's reads and level-0 writes with no computation, and
+  the raw floor: the same reads and writes by zarr in one process, with no Dask.
 
 Every method is scored by inertia over all pixels (`common.inertia`) from its own
 labels and float palette. Usage: ``python bench/end_to_end.py [--side 8192] [--quick]``.
@@ -91,6 +92,25 @@ def _recipe(
     return m, labelled_inertia(src, da.from_zarr(str(out / "labels")), np.asarray(centers))
 
 
+def _raw_floor(src: Path, out: Path) -> tuple[Measured, float | None]:
+    """The raw floor, into level-0 arrays made here as kmdist makes them (not timed)."""
+    import zarr
+    from recipes import RAW_IMAGE, RAW_LABELS, K
+
+    from kmdist import Palette
+    from kmdist.store._write import level_arrays
+
+    shutil.rmtree(out, ignore_errors=True)
+    shape = zarr.open_array(str(src), mode="r").shape
+    zarr.open_group(str(out), mode="w")
+    palette = Palette(colors=np.zeros((K, 3)), counts=np.ones(K, dtype=np.int64), inertia=0.0)
+    store = zarr.storage.LocalStore(str(out))
+    level_arrays(store, RAW_LABELS, RAW_IMAGE, (shape[0], shape[1]), (1024, 1024), palette)
+    m = run_measured([python(), str(RECIPES), "raw-floor", str(src), str(out)])
+    check_ok(m, "raw-floor")
+    return m, None
+
+
 def run(side: int, work: Path, cap: float, scaling: bool, repeats: int) -> dict[str, Any]:
     """Measure every method on the SIDE x SIDE image.
 
@@ -118,6 +138,10 @@ def run(side: int, work: Path, cap: float, scaling: bool, repeats: int) -> dict[
         (
             "I/O floor (Dask, 2 workers)",
             lambda s: _recipe("io-floor", src, work / "e2e-floor.zarr"),
+        ),
+        (
+            "raw floor (zarr, one process)",
+            lambda s: _raw_floor(src, work / "e2e-raw.zarr"),
         ),
         (
             "sklearn KMeans(16) on 1% sample",

@@ -19,6 +19,9 @@ Subcommands (each reads an 8-bit RGB image or folder and writes its outputs):
 - ``io-floor ZARR OUT``: no k-means at all: Dask reads the input as kmdist does (once
   when kmdist holds it in the cluster's memory between its two passes, else twice) and
   writes arrays shaped, chunked and compressed like kmdist's labels and recoloured level 0.
+- ``raw-floor ZARR OUT``: the I/O floor's reads and writes by zarr in one process, with
+  no Dask: the image read once, whole, and level 0 written into arrays that OUT already
+  holds, made with kmdist's codecs (`bench/end_to_end.py` makes them).
 
 The Zarr recipes print one JSON line with the palette (float centres), so the benchmark
 scores every method the same way.
@@ -35,6 +38,8 @@ import numpy as np
 
 K = 16
 CHUNK = 1024
+# Where `raw-floor` finds the arrays it writes, inside its output.
+RAW_LABELS, RAW_IMAGE = "image/segmentation/0", "image/0"
 
 
 def sklearn_loop(folder: Path, out: Path) -> None:
@@ -159,6 +164,23 @@ def io_floor(src: Path, out: Path) -> None:
         da.store(sources, targets, lock=False)
 
 
+def raw_floor(src: Path, out: Path) -> None:
+    """The I/O floor's reads and level-0 writes by zarr alone, in one process.
+
+    `out` holds the level-0 arrays, made beforehand by `kmdist.store._write.level_arrays`
+    (the benchmark does it), so that this process imports nothing but zarr and NumPy.
+    """
+    import zarr
+
+    img = zarr.open_array(str(src), mode="r")[...]
+    label_target = zarr.open_array(str(out / RAW_LABELS), mode="r+")
+    image_target = zarr.open_array(str(out / RAW_IMAGE), mode="r+")
+    # The same stand-ins as `io_floor`: the first channel for the labels, the pixels
+    # channel first for the recoloured image.
+    label_target[...] = np.ascontiguousarray(img[..., 0])
+    image_target[...] = np.ascontiguousarray(img.transpose(2, 0, 1))
+
+
 _IN_MEMORY = {
     "sklearn-sample": "sample",
     "sklearn-sample-f32": "sample-f32",
@@ -179,6 +201,7 @@ def main() -> None:
             "sklearn-minibatch",
             "dask-ml",
             "io-floor",
+            "raw-floor",
         ],
     )
     parser.add_argument("src", type=Path)
@@ -192,6 +215,8 @@ def main() -> None:
         centers = _in_memory(args.src, args.out, _IN_MEMORY[args.recipe])
     elif args.recipe == "dask-ml":
         centers = _dask_ml(args.src, args.out)
+    elif args.recipe == "raw-floor":
+        raw_floor(args.src, args.out)
     else:
         io_floor(args.src, args.out)
     print(json.dumps({"centers": centers, "seconds": time.perf_counter() - t0}))

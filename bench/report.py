@@ -78,6 +78,11 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
         )
         r = ours["seconds"] / floor["seconds"]
         out.append((f"2c {case} vs I/O floor", "<= 1.5x", f"{r:.2f}x", r <= 1.5))
+        raw = rows.get("raw floor (zarr, one process)")
+        if raw and raw["seconds"]:
+            # Issue 17: the I/O floor itself against zarr's own reads and writes.
+            r = floor["seconds"] / raw["seconds"]
+            out.append(("2f the I/O floor vs the raw floor", "<= 1.5x", f"{r:.2f}x", r <= 1.5))
         # Issue 17's yardsticks: the recipe as a user writes it for speed, and faiss.
         for label, method, bound in (
             ("2d vs the float32 1% recipe", "sklearn KMeans(16) on 1% sample, float32", 0.6),
