@@ -126,10 +126,12 @@ def _touch(block: np.ndarray) -> np.ndarray:
 def io_floor(src: Path, out: Path) -> None:
     """kmdist's reads and level-0 writes with nothing computed in between."""
     from kmdist._dask import dask_client_soon
+    from kmdist.pipeline._kind import workers_kind
 
-    # kmdist's own LocalCluster (same workers and settings, started as `kmdist segment`
-    # starts it, overlapping the imports), so only the compute differs.
-    with dask_client_soon(n_workers=2) as client:
+    # kmdist's own LocalCluster (same kind, workers and settings, started as `kmdist
+    # segment` starts it, overlapping the imports), so only the compute differs.
+    kind = workers_kind([str(src)], None)
+    with dask_client_soon(n_workers=2, processes=kind) as client:
         import dask.array as da
         import zarr
 

@@ -38,6 +38,7 @@ from prefect.tasks import exponential_backoff
 
 import kmdist
 from kmdist import ImageRef, Palette, RunSummary, SegmentOptions
+from kmdist.pipeline._kind import workers_kind
 
 Method = Literal["auto", "exact", "minibatch"]
 ColorSpace = Literal["rgb", "lab"]
@@ -172,7 +173,10 @@ def _run(
     try:
         # A LocalCluster starts in the background while the inputs are checked.
         with kmdist.dask_client_soon(
-            dask_address, n_workers=n_workers, processes=processes, verbose=verbose
+            dask_address,
+            n_workers=n_workers,
+            processes=workers_kind(inputs, processes),
+            verbose=verbose,
         ) as client_soon:
             # Listed as batches are cut: the flow holds the batches in flight, not the
             # list of every image. `found` counts the images listed so far.
@@ -325,7 +329,8 @@ def segment_archive(
     every image with a palette learned before, so labels mean the same colours across
     runs. `verbose` shows Dask's own log lines (by default warnings only). Without
     `dask_address`, a LocalCluster of `n_workers` runs them as processes or, with
-    ``processes=False``, as threads of the flow's process (see `kmdist.dask_client`).
+    ``processes=False``, as threads of the flow's process (see `kmdist.dask_client`); by
+    default threads for one image of at most 2**30 samples, processes otherwise.
     """
     inputs_list = [inputs] if isinstance(inputs, str) else list(inputs)
     opts = _options(kmdist.check_n_colors(k), method, color_space, seed, chunks)

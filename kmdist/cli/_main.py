@@ -55,6 +55,7 @@ def _print_result(i: int, n: str, res: Any, applied: str | None = None) -> None:
 def _segment(args: argparse.Namespace) -> int:
     from kmdist._dask import dask_client_soon
     from kmdist.palette._limits import check_n_colors
+    from kmdist.pipeline._kind import workers_kind
 
     try:
         args.k = check_n_colors(args.k)
@@ -63,7 +64,10 @@ def _segment(args: argparse.Namespace) -> int:
         return 2
     # The cluster starts while kmdist's pipeline is imported and the inputs are listed.
     with dask_client_soon(
-        args.scheduler, n_workers=args.workers, processes=args.processes, verbose=args.verbose
+        args.scheduler,
+        n_workers=args.workers,
+        processes=workers_kind(args.inputs, args.processes),
+        verbose=args.verbose,
     ) as get_client:
         return _segment_on(args, get_client)
 
@@ -294,13 +298,14 @@ def _parser() -> argparse.ArgumentParser:
         dest="processes",
         action="store_true",
         default=None,
-        help="LocalCluster workers as processes (the default)",
+        help="LocalCluster workers as processes (the default, but for one image)",
     )
     kind.add_argument(
         "--threads",
         dest="processes",
         action="store_false",
-        help="LocalCluster workers as threads of this process",
+        help="LocalCluster workers as threads of this process (the default for one image "
+        "of at most 2**30 samples: 18,918 x 18,918 RGB)",
     )
     group = seg.add_mutually_exclusive_group()
     group.add_argument("--overwrite", action="store_true", help="replace complete outputs")

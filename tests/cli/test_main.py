@@ -109,6 +109,27 @@ def test_threads_and_processes_flags_choose_the_workers_and_agree(folder, tmp_pa
         assert_array_equal(a, b)
 
 
+@pytest.mark.slow
+def test_one_small_image_runs_on_threads_unless_asked(folder, tmp_path, worker_kinds, monkeypatch):
+    import kmdist.pipeline._kind
+
+    one = str(folder / "china.png")
+
+    def segment_to(name: str, *flags: str) -> None:
+        out = str(tmp_path / f"{name}.zarr")
+        assert main(["segment", one, "-k", "5", "-o", out, "--workers", "2", *flags]) == 0
+
+    segment_to("a")
+    segment_to("b", "--processes")
+    # One image larger than the threads' limit: processes, as for a folder.
+    monkeypatch.setattr(kmdist.pipeline._kind, "THREADS_UP_TO", 72 * 107 * 3 - 1)
+    segment_to("c")
+    assert worker_kinds == [{"Worker"}, {"Nanny"}, {"Nanny"}]
+    a, b, c = (np.asarray(open_segmentation(tmp_path / f"{n}.zarr", "china").labels) for n in "abc")
+    assert_array_equal(a, b)
+    assert_array_equal(a, c)
+
+
 def test_segment_matches_library_and_flags(folder, tmp_path, local_cluster, capsys):
     out = tmp_path / "out.zarr"
     address = local_cluster.scheduler_address
