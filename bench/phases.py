@@ -52,12 +52,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("image", help="an 8-bit RGB image kmdist can read")
     parser.add_argument("--workers", type=int, default=2)
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument("--processes", dest="processes", action="store_true", default=None)
+    kind.add_argument("--threads", dest="processes", action="store_false")
     args = parser.parse_args()
     last = [T0]
     from kmdist._dask import dask_client_soon
+    from kmdist.pipeline._kind import workers_kind
 
-    # As `kmdist segment` does: the cluster starts while the pipeline is imported.
-    with dask_client_soon(n_workers=args.workers) as soon:
+    # As `kmdist segment` does: a cluster of the same kind starts while the pipeline is
+    # imported.
+    kind = workers_kind([args.image], args.processes)
+    with dask_client_soon(n_workers=args.workers, processes=kind) as soon:
         from distributed import get_task_stream
 
         from kmdist.io._listing import expand
