@@ -41,6 +41,13 @@ def test_zarr_arrays_and_ome_zarr_images_give_their_first_level(tmp_path):
     assert decoded_samples(str(tmp_path / "ome.zarr")) == 3 * 64 * 64
 
 
+def test_a_large_image_is_measured_without_pillows_warning(tmp_path, monkeypatch, recwarn):
+    Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1,200 pixels: Pillow warns
+    assert decoded_samples(str(tmp_path / "a.png")) == 40 * 30 * 3
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
 def test_what_the_header_cannot_tell_is_unknown_not_an_error(tmp_path):
     (tmp_path / "folder").mkdir()
     Image.new("RGB", (4, 4)).save(tmp_path / "folder" / "a.png")
