@@ -13,9 +13,10 @@ import os
 import warnings
 from typing import Any
 
-__all__ = ["decoded_samples"]
+__all__ = ["TIFF_MAGIC", "decoded_samples"]
 
-_TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")  # as `_tiled`, without its imports
+TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
+"""The first four bytes of a classic or BigTIFF file, little- or big-endian."""
 
 
 def decoded_samples(path: str) -> int | None:
@@ -33,7 +34,7 @@ def decoded_samples(path: str) -> int | None:
             return None
         with open(path, "rb") as f:
             magic = f.read(4)
-        if magic in _TIFF_MAGIC:
+        if magic in TIFF_MAGIC:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:

@@ -24,13 +24,11 @@ from PIL import Image
 from kmdist._fs import Stamp, is_url, join, open_input, remote, stat
 from kmdist.io._chunks import MAX_CHUNK_BYTES, WHOLE_CHUNK, aligned_chunks
 from kmdist.io._errors import ImageReadError, decode_errors, describe
+from kmdist.io._header import TIFF_MAGIC
 
 __all__ = ["TIFF_MAGIC", "Layout", "is_zarr", "open_tiff", "open_zarr", "tiff_source", "to_yxc"]
 
 NDArray = npt.NDArray[Any]
-
-TIFF_MAGIC = (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
-"""The first four bytes of a classic or BigTIFF file, little- or big-endian."""
 
 _DECODE_THREADS = max(2, os.cpu_count() or 2)
 
