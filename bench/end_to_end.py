@@ -95,17 +95,10 @@ def _recipe(
 def _raw_floor(src: Path, out: Path) -> tuple[Measured, float | None]:
     """The raw floor, into level-0 arrays made here as kmdist makes them (not timed)."""
     import zarr
-    from recipes import RAW_IMAGE, RAW_LABELS, K
-
-    from kmdist import Palette
-    from kmdist.store._write import level_arrays
+    from recipes import level0_targets
 
     shutil.rmtree(out, ignore_errors=True)
-    shape = zarr.open_array(str(src), mode="r").shape
-    zarr.open_group(str(out), mode="w")
-    palette = Palette(colors=np.zeros((K, 3)), counts=np.ones(K, dtype=np.int64), inertia=0.0)
-    store = zarr.storage.LocalStore(str(out))
-    level_arrays(store, RAW_LABELS, RAW_IMAGE, (shape[0], shape[1]), (1024, 1024), palette)
+    level0_targets(out, zarr.open_array(str(src), mode="r").shape)
     m = run_measured([python(), str(RECIPES), "raw-floor", str(src), str(out)])
     check_ok(m, "raw-floor")
     return m, None

@@ -33,13 +33,14 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 K = 16
 CHUNK = 1024
-# Where `raw-floor` finds the arrays it writes, inside its output.
-RAW_LABELS, RAW_IMAGE = "image/segmentation/0", "image/0"
+# Where the floors write level 0's labels and recoloured image, inside their output.
+LEVEL0_LABELS, LEVEL0_IMAGE = "image/segmentation/0", "image/0"
 
 
 def sklearn_loop(folder: Path, out: Path) -> None:
@@ -123,6 +124,24 @@ def _touch(block: np.ndarray) -> np.ndarray:
     return np.zeros((1, 1, 1), dtype=np.uint8)
 
 
+def level0_targets(out: Path, shape: tuple[int, ...]) -> tuple[Any, Any]:
+    """Make level 0's label and recoloured-image arrays in a new store `out`, as kmdist does.
+
+    `kmdist.store._write.level_arrays`: the same shards, chunks and codecs, uint8 labels
+    (k = `K`). Returns the two zarr arrays.
+    """
+    import zarr
+
+    from kmdist import Palette
+    from kmdist.store._write import level_arrays
+
+    zarr.open_group(str(out), mode="w")
+    palette = Palette(colors=np.zeros((K, 3)), counts=np.ones(K, dtype=np.int64), inertia=0.0)
+    store = zarr.storage.LocalStore(str(out))
+    yx = (int(shape[0]), int(shape[1]))
+    return level_arrays(store, LEVEL0_LABELS, LEVEL0_IMAGE, yx, (CHUNK, CHUNK), palette)
+
+
 def io_floor(src: Path, out: Path) -> None:
     """kmdist's reads and level-0 writes with nothing computed in between."""
     from kmdist._dask import dask_client_soon
@@ -133,11 +152,8 @@ def io_floor(src: Path, out: Path) -> None:
     kind = workers_kind([str(src)], None)
     with dask_client_soon(n_workers=2, processes=kind) as client:
         import dask.array as da
-        import zarr
 
-        from kmdist import Palette
         from kmdist.pipeline._image import _held
-        from kmdist.store._write import level_arrays
 
         client()
         # Held in the workers' memory exactly when kmdist holds it: then read once.
@@ -146,18 +162,8 @@ def io_floor(src: Path, out: Path) -> None:
         img.map_blocks(_touch, chunks=(1, 1, 1), dtype=np.uint8).compute()
         # Second read, written as kmdist writes level 0: the first channel stands in
         # for the labels (uint8 as for k <= 256) and the pixels for the recoloured image.
-        zarr.open_group(str(out), mode="w")
-        palette = Palette(colors=np.zeros((K, 3)), counts=np.ones(K, dtype=np.int64), inertia=0.0)
         labels = img[..., 0]
-        shape = (int(labels.shape[0]), int(labels.shape[1]))
-        label_target, image_target = level_arrays(
-            zarr.storage.LocalStore(str(out)),
-            "image/segmentation/0",
-            "image/0",
-            shape,
-            (CHUNK, CHUNK),
-            palette,
-        )
+        label_target, image_target = level0_targets(out, labels.shape)
         targets = [label_target, image_target]
         sources = [
             labels.rechunk(label_target.shards or label_target.chunks),
@@ -169,14 +175,14 @@ def io_floor(src: Path, out: Path) -> None:
 def raw_floor(src: Path, out: Path) -> None:
     """The I/O floor's reads and level-0 writes by zarr alone, in one process.
 
-    `out` holds the level-0 arrays, made beforehand by `kmdist.store._write.level_arrays`
-    (the benchmark does it), so that this process imports nothing but zarr and NumPy.
+    `out` holds the level-0 arrays, made beforehand by `level0_targets` (the benchmark
+    does it), so that this process imports nothing but zarr and NumPy.
     """
     import zarr
 
     img = zarr.open_array(str(src), mode="r")[...]
-    label_target = zarr.open_array(str(out / RAW_LABELS), mode="r+")
-    image_target = zarr.open_array(str(out / RAW_IMAGE), mode="r+")
+    label_target = zarr.open_array(str(out / LEVEL0_LABELS), mode="r+")
+    image_target = zarr.open_array(str(out / LEVEL0_IMAGE), mode="r+")
     # The same stand-ins as `io_floor`: the first channel for the labels, the pixels
     # channel first for the recoloured image.
     label_target[...] = np.ascontiguousarray(img[..., 0])
