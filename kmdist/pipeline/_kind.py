@@ -20,7 +20,7 @@ On threads the cluster's start imports kmdist's pipeline in one process, not aga
 each worker process, which a short run feels most (2 workers, 2 cores: china.jpg 0.60x
 the time on processes, a 64 MP RGB image 0.78x, 268 MP 0.85x). Larger images and
 archives keep processes, whose workers do not share one GIL (a gigapixel image: threads
-1.32x; 1,000 thumbnails: 1.64x). docs/benchmarks.md, issue 17's fourth round.
+1.03-1.32x; 1,000 thumbnails: 1.64x). docs/benchmarks.md, issue 17's fourth round.
 """
 
 
