@@ -8,8 +8,15 @@ random centres), Pillow's median-cut and fast-octree quantisers, and scikit-lear
 colour-quantisation recipe as its docs give it (KMeans on a sample, here 1% of the
 pixels, float64) and as a user writes it for speed (float32).
 
-Usage: ``python bench/palette.py [--quick] [--only NAME ...]`` (quick: china.jpg, k=16,
-one repeat; ``--only`` keeps the methods whose name contains one of the NAMEs).
+With ``--crops`` it measures the exact palette's seedings and stopping rules instead, on
+random 256 x 256 crops of the same photos and of scikit-image's (as bench/archive.py
+makes its thumbnails, once plain and once flipped with +-2 noise as that archive is):
+`palette_from_histogram` timed on each crop's histogram (the histogram excluded, best of
+3 per crop, the median over crops), inertia as a ratio to today's default on each crop.
+
+Usage: ``python bench/palette.py [--quick] [--only NAME ...] [--crops [--n 50]]``
+(quick: china.jpg, k=16, one repeat; ``--only`` keeps the methods whose name contains
+one of the NAMEs).
 """
 
 from __future__ import annotations
@@ -85,17 +92,22 @@ def _sample_recipe(k: int, dtype: type[np.floating[Any]]) -> Callable[[np.ndarra
     return fit
 
 
-def _kmdist(k: int) -> Callable[[np.ndarray], np.ndarray]:
+def _kmdist(k: int, **kw: Any) -> Callable[[np.ndarray], np.ndarray]:
     def fit(img: np.ndarray) -> np.ndarray:
-        return kmdist.learn_palette(img, k).colors
+        return kmdist.learn_palette(img, k, **kw).colors
 
     return fit
+
+
+# The exact palette's defaults until issue 28, reproduced by these arguments.
+OLD_DEFAULT = {"init": "k-means++", "n_init": 3, "tol": 0.0}
 
 
 def methods(k: int) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     """Every method, kmdist first; each returns the palette's colours."""
     return {
         "kmdist exact": _kmdist(k),
+        "kmdist exact, old default (k-means++ x3, tol 0)": _kmdist(k, **OLD_DEFAULT),
         "sklearn MiniBatchKMeans": _sklearn("MiniBatchKMeans", k),
         "sklearn KMeans(n_init=1)": _sklearn("KMeans", k, n_init=1),
         "sklearn KMeans(n_init=10)": _sklearn("KMeans", k, n_init=10),
@@ -141,11 +153,105 @@ def run(quick: bool, only: list[str] | None = None) -> dict[str, Any]:
     return {"machine": machine(), "repeats": repeats, "rows": rows}
 
 
+# Seedings and stopping rules of the exact palette compared on crops (keyword arguments
+# of `palette_from_histogram`; {} is its default).
+CROP_METHODS: dict[str, dict[str, Any]] = {
+    "old default: k-means++ x3, tol 0": OLD_DEFAULT,
+    "default: Wu + 2 k-means++, tol 1e-4": {},
+    "Wu + 4 k-means++, tol 1e-4": {"init": "wu", "n_init": 5},
+    "Wu + 2 k-means++, tol 0": {"init": "wu", "n_init": 3, "tol": 0.0},
+    "Wu alone, tol 1e-4": {"init": "wu", "n_init": 1},
+    "Wu alone, tol 1e-3": {"init": "wu", "n_init": 1, "tol": 1e-3},
+    "k-means++ x3, tol 1e-4": {"init": "k-means++", "n_init": 3},
+    "k-means++ x1, tol 1e-4": {"init": "k-means++", "n_init": 1},
+}
+
+
+def crops(n: int, *, noisy: bool, side: int = 256) -> list[np.ndarray]:
+    """`n` random crops of the sample photos; `noisy`: flipped half the time, +-2 noise."""
+    from archive import _photos
+
+    rng = np.random.default_rng(1 if noisy else 0)
+    photos = _photos()
+    out = []
+    for i in range(n):
+        src = photos[i % len(photos)]
+        y = rng.integers(0, src.shape[0] - side + 1)
+        x = rng.integers(0, src.shape[1] - side + 1)
+        tile = src[y : y + side, x : x + side, :3]
+        if noisy:
+            tile = tile.astype(np.int16)
+            if rng.random() < 0.5:
+                tile = tile[:, ::-1]
+            tile = tile + rng.integers(-2, 3, size=tile.shape, dtype=np.int16)
+            tile = np.clip(tile, 0, 255)
+        out.append(np.ascontiguousarray(tile, dtype=np.uint8))
+    return out
+
+
+def run_crops(n: int) -> dict[str, Any]:
+    """Time and score every entry of `CROP_METHODS` on `n` crops, k=16 and k=8."""
+    from kmdist.palette._histogram import chunk_histogram
+    from kmdist.palette._learn import palette_from_histogram
+
+    rows: list[Row] = []
+    for noisy in (False, True):
+        images = crops(n, noisy=noisy)
+        hists = [chunk_histogram(img) for img in images]
+        hist_s = [median_time(lambda img=img: chunk_histogram(img), 3)[0] for img in images]
+        colours = int(np.median([h.n_colors for h in hists]))
+        label = "archive-style crops" if noisy else "crops"
+        print(
+            f"\n{n} {label}, median {colours} colours, histogram "
+            f"{1e3 * np.median(hist_s):.2f} ms\n| k | palette | median ms | p90 ms "
+            "| inertia / old default: mean | max | min | crops above 1.003x |",
+            flush=True,
+        )
+        for k in (16, 8):
+            palette_from_histogram(hists[0], k)  # compiles the kernels (cached on disk)
+            base: np.ndarray | None = None
+            for method, kw in CROP_METHODS.items():
+                seconds, inertias = [], []
+                for h in hists:
+                    fit = lambda h=h, k=k, kw=kw: palette_from_histogram(h, k, **kw)  # noqa: E731
+                    _, times, pal = median_time(fit, 3)
+                    seconds.append(min(times))
+                    inertias.append(pal.inertia)
+                ratio = np.asarray(inertias) / (base if base is not None else inertias)
+                if base is None:
+                    base = np.asarray(inertias)
+                row = Row(
+                    f"{n} {label} k={k}",
+                    method,
+                    float(np.median(seconds)),
+                    float(np.mean(inertias)),
+                    note=(
+                        f"p90 {1e3 * np.percentile(seconds, 90):.2f} ms; inertia / old default:"
+                        f" mean {ratio.mean():.4f}, max {ratio.max():.4f},"
+                        f" min {ratio.min():.4f}, above 1.003x on {(ratio > 1.003).sum()}"
+                    ),
+                    runs=seconds,
+                )
+                rows.append(row)
+                print(
+                    f"| {k} | {method} | {1e3 * row.seconds:.2f} | "
+                    f"{1e3 * np.percentile(seconds, 90):.2f} | {ratio.mean():.4f} | "
+                    f"{ratio.max():.4f} | {ratio.min():.4f} | {(ratio > 1.003).sum()} |",
+                    flush=True,
+                )
+    return {"machine": machine(), "crops": n, "rows": rows}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="methods whose name has NAME")
+    parser.add_argument("--crops", action="store_true", help="the exact palette on crops")
+    parser.add_argument("--n", type=int, default=50, help="crops (with --crops)")
     args = parser.parse_args()
+    if args.crops:
+        save("palette-crops", run_crops(args.n))
+        return
     name = "palette-quick" if args.quick else "palette"
     save(name + ("-only" if args.only else ""), run(args.quick, args.only))
 

@@ -25,11 +25,19 @@ from kmdist.palette._color import from_clustering_space, to_clustering_space
 from kmdist.palette._histogram import ColorHistogram, image_histogram
 from kmdist.palette._limits import MAX_COLORS, check_n_colors
 from kmdist.palette._palette import ColorSpace, Palette
+from kmdist.palette._wu import wu_centers
 
 __all__ = ["MAX_COLORS", "FewerColorsWarning", "learn_palette", "palette_from_histogram"]
 
 MethodArg = Literal["auto", "exact", "minibatch"]
-Init = Literal["k-means++", "random"] | npt.ArrayLike
+Init = Literal["auto", "wu", "k-means++", "random"] | npt.ArrayLike
+_SEEDINGS = ("auto", "wu", "k-means++", "random")
+# The exact palette's relative tolerance by default for histograms of at most
+# `_WU_PIXELS` pixels: scikit-learn's KMeans default, the summed squared centre shift
+# against the colours' mean variance (sklearn's `_tolerance`). Wu's seeding with two
+# k-means++ restarts and this tolerance gave 256 x 256 crops a lower mean inertia than
+# three k-means++ restarts run until no colour changes cluster (docs/benchmarks.md).
+EXACT_TOL = 1e-4
 
 
 class FewerColorsWarning(UserWarning):
@@ -78,17 +86,17 @@ def palette_from_histogram(
     *,
     color_space: ColorSpace = "rgb",
     random_state: int | None = 0,
-    init: Init = "k-means++",
+    init: Init = "auto",
     n_init: int = 3,
     max_iter: int = 300,
-    tol: float = 0.0,
+    tol: float | None = None,
     eps: float | None = None,
 ) -> Palette:
     """Exact palette of an 8-bit RGB colour histogram.
 
-    Weighted k-means on the distinct colours, weighted by pixel count: greedy k-means++
-    (or random distinct colours) with `n_init` restarts, then Lloyd until no colour
-    changes cluster, `max_iter`, or the `tol` / `eps` criteria.
+    Weighted k-means on the distinct colours, weighted by pixel count: `n_init`
+    seedings (Wu's quantiser and k-means++ by default), then Lloyd until the `tol` /
+    `eps` criteria, `max_iter`, or no colour changes cluster; the lowest inertia is kept.
 
     Parameters
     ----------
@@ -100,15 +108,22 @@ def palette_from_histogram(
         Space to cluster in.
     random_state : int or None, default=0
         Seed.
-    init : {'k-means++', 'random'} or array of shape (n_colors, 3), default='k-means++'
-        Seeding, or initial colours (in the image's 0-255 RGB).
+    init : {'auto', 'wu', 'k-means++', 'random'} or array of shape (n_colors, 3), \
+default='auto'
+        Seeding, or initial colours (in the image's 0-255 RGB). 'wu': the first
+        seeding is Wu's quantiser (deterministic), the other ``n_init - 1`` are
+        k-means++; 'k-means++' and 'random': every seeding is. 'auto': 'wu' for
+        histograms of at most 65,536 pixels (256 x 256), 'k-means++' above, where it
+        found lower inertias (docs/benchmarks.md).
     n_init : int, default=3
-        Restarts, the lowest inertia kept (one with given initial colours).
+        Seedings, the lowest inertia kept (one with given initial colours).
     max_iter : int, default=300
         Most Lloyd iterations.
-    tol : float, default=0.0
+    tol : float, optional
         Stop when the summed squared centre shift is at most `tol` times the colours'
-        variance (scikit-learn's criterion); 0 runs until the labels are stable.
+        mean variance (scikit-learn's criterion); 0 runs until the labels are stable.
+        By default scikit-learn's 1e-4 for histograms of at most 65,536 pixels, 0
+        above (there the palette is a small part of an image's cost).
     eps : float, optional
         Stop when no centre moves by more than `eps` colour units (OpenCV's criterion).
 
@@ -132,23 +147,37 @@ def palette_from_histogram(
         to_clustering_space(hist.colors(), space, "uint8"), hist.counts.astype(np.float64)
     )
     rng = check_random_state(random_state)
+    small = hist.n_pixels <= _WU_PIXELS
+    if tol is None:
+        tol = EXACT_TOL if small else 0.0
     # The variance is a pass over every colour: only worth it when a tolerance needs it.
     tol_abs = tol * rows.weighted_variance() if tol > 0 else 0.0
     if isinstance(init, str):
-        seeding: Literal["k-means++", "random"] = "random" if init == "random" else "k-means++"
-        # Seeding and restarts run on a coarse histogram (4 bits a channel, each bin at
-        # its pixels' mean colour) where they are cheap. The best restart is refined on
-        # 6- and 7-bit histograms (when they are much smaller), then on every distinct
-        # colour: each stage starts close to its optimum, so the expensive stages need
-        # few iterations (china.jpg, k=16: 134 full-size iterations straight from 4
-        # bits, 86 via 6 bits; 2.06 million colours: 102 via 6 bits, 36 via 7 bits).
-        # With many colours every restart goes on to 6 bits and the best is chosen
-        # there: 4 bits blur the optimum the restarts compete for (china.jpg, k=10: the
-        # restart best on 4 bits ends 1.1% above another on every colour).
+        if init not in _SEEDINGS:
+            raise ValueError(f"init must be one of {_SEEDINGS} or an array, got {init!r}")
+        wu = init == "wu" or (init == "auto" and small)
+        # Seeding and restarts run on a coarse histogram (each bin at its pixels' mean
+        # colour) where they are cheap: 4 bits a channel for k-means++ seedings, 5 (the
+        # grid Wu's boxes are cut on) when Wu's seeding is among them, which made the
+        # best restart's choice better for the same time (docs/benchmarks.md). The best
+        # restart is refined on 6- and 7-bit histograms (when they are much smaller),
+        # then on every distinct colour: each stage starts close to its optimum, so the
+        # expensive stages need few iterations (china.jpg, k=16: 134 full-size
+        # iterations straight from 4 bits, 86 via 6 bits; 2.06 million colours: 102 via
+        # 6 bits, 36 via 7 bits). With many colours every restart goes on to 6 bits and
+        # the best is chosen there: 4 bits blur the optimum the restarts compete for
+        # (china.jpg, k=10: the restart best on 4 bits ends 1.1% above another on
+        # every colour).
         carry = hist.n_colors > _CARRY_FROM
-        coarse = _coarse_rows(rows, hist.codes, bits=4)
+        coarse = _coarse_rows(rows, hist.codes, bits=5 if wu else 4)
         if coarse.n_samples >= k and coarse.n_samples < rows.n_samples:
-            seeds = seed_centers(coarse, k, seeding, n_init, rng, coarse.n_samples)
+            if wu:
+                seeds = _wu_seeds(hist, rows, k, n_init, rng)
+            else:
+                seeding: Literal["k-means++", "random"] = (
+                    "random" if init == "random" else "k-means++"
+                )
+                seeds = seed_centers(coarse, k, seeding, n_init, rng, coarse.n_samples)
             stage = _lloyd(coarse, seeds, max_iter=max_iter, tol=tol_abs, eps=eps)
             for bits in (6, 7):
                 middle = _coarse_rows(rows, hist.codes, bits=bits)
@@ -161,7 +190,10 @@ def palette_from_histogram(
                     # to every colour rather than count a stage to drop it.
                     break
             centers = _best(stage)
+        elif wu:
+            centers = _wu_seeds(hist, rows, k, n_init, rng, coarse=rows)
         else:
+            seeding = "random" if init == "random" else "k-means++"
             centers = seed_centers(rows, k, seeding, n_init, rng, rows.n_samples)
     else:
         given = np.asarray(init, dtype=np.float64)
@@ -183,6 +215,10 @@ def palette_from_histogram(
     )
 
 
+# Most pixels for which the default is Wu's seeding and tol 1e-4 (a 256 x 256 image):
+# measured better on 256 x 256 crops; on the sample photos (flower.jpg: 273,280 pixels,
+# 62,941 colours; china.jpg) it ended up to 2.8% above three k-means++ seedings at k=16.
+_WU_PIXELS = 1 << 16
 # Fewest distinct colours for which every restart is refined on 6 bits before the best
 # is chosen. Below it (every image of at most 256 x 256 pixels) the choice is made on 4
 # bits: on an archive of thumbnails the palette is a third of an image's cost, and
@@ -211,6 +247,30 @@ def _lloyd(
             rows.X, rows.w, centers, max_iter=max_iter, tol=tol, eps=eps, bounds=True
         )
     return lloyd(rows, centers, max_iter=max_iter, tol=tol, eps=eps)
+
+
+def _wu_seeds(
+    hist: ColorHistogram,
+    rows: NumpyRows,
+    k: int,
+    n_init: int,
+    rng: np.random.Generator,
+    coarse: NumpyRows | None = None,
+) -> F64:
+    """Wu's centres, then ``n_init - 1`` k-means++ seedings; shape (n_init, k, 3).
+
+    The k-means++ seedings are drawn on the 4-bit histogram (`coarse` if given), where
+    they cost least; Wu's boxes are cut on 5 bits a channel, from every colour.
+    """
+    first = wu_centers(hist.codes, rows.X, rows.w, k)[0][None]
+    if n_init <= 1:
+        return first
+    if coarse is None:
+        coarse = _coarse_rows(rows, hist.codes, bits=4)
+        if coarse.n_samples < k:
+            coarse = rows
+    more = seed_centers(coarse, k, "k-means++", n_init - 1, rng, coarse.n_samples)
+    return np.concatenate([first, more])
 
 
 def _best(stage: LloydResult) -> F64:
@@ -267,6 +327,7 @@ def _minibatch_palette(
     rng = check_random_state(random_state)
     seeding: Literal["k-means++", "random"] | F64
     if isinstance(init, str):
+        # Wu's boxes need the exact path's colour histogram; 'auto' is k-means++ here.
         seeding = "random" if init == "random" else "k-means++"
     else:
         seeding = to_clustering_space(np.asarray(init, dtype=np.float64), space, dtype)
@@ -309,10 +370,10 @@ def learn_palette(
     method: MethodArg = "auto",
     color_space: ColorSpace = "rgb",
     random_state: int | None = 0,
-    init: Init = "k-means++",
+    init: Init = "auto",
     n_init: int = 3,
     max_iter: int | None = None,
-    tol: float = 0.0,
+    tol: float | None = None,
     eps: float | None = None,
     batch_size: int = 4096,
 ) -> Palette:
@@ -334,16 +395,20 @@ def learn_palette(
         is reported in the image's space either way.
     random_state : int or None, default=0
         Seed; the same seed gives the same palette however the images are chunked.
-    init : {'k-means++', 'random'} or array of shape (n_colors, c)
-        Seeding, or initial colours in the image's space.
+    init : {'auto', 'wu', 'k-means++', 'random'} or array of shape (n_colors, c), \
+default='auto'
+        Seeding, or initial colours in the image's space. 'auto': Wu's quantiser and
+        k-means++ for 'exact' (see `palette_from_histogram`), k-means++ for
+        'minibatch'; 'wu' needs the exact path.
     n_init : int, default=3
         Seedings tried (restarts for 'exact', best on a validation sample for
         'minibatch').
     max_iter : int, optional
         Lloyd iterations ('exact', default 300) or epochs ('minibatch', default 100).
-    tol : float, default=0.0
-        Relative centre-shift tolerance (see `palette_from_histogram`; for 'minibatch'
-        as in `MiniBatchKMeans`).
+    tol : float, optional
+        Relative centre-shift tolerance: for 'exact' scikit-learn's KMeans criterion
+        (by default 1e-4 or 0 by the histogram's size, see `palette_from_histogram`),
+        for 'minibatch' as in `MiniBatchKMeans` (default 0).
     eps : float, optional
         OpenCV's criterion: stop when no colour moves more ('exact' only).
     batch_size : int, default=4096
@@ -377,6 +442,8 @@ def learn_palette(
     rgb8 = all(is_rgb8(im) for im in arrays)
     if method not in ("auto", "exact", "minibatch"):
         raise ValueError(f"method must be 'auto', 'exact' or 'minibatch', got {method!r}")
+    if isinstance(init, str) and init not in _SEEDINGS:
+        raise ValueError(f"init must be one of {_SEEDINGS} or an array, got {init!r}")
     if method == "exact" and not rgb8:
         raise ValueError(
             f"method='exact' needs 8-bit RGB images, got {arrays[0].dtype} with "
@@ -394,6 +461,12 @@ def learn_palette(
             tol=tol,
             eps=eps,
         )
+    if isinstance(init, str) and init == "wu":
+        raise ValueError(
+            "init='wu' cuts boxes of an 8-bit RGB colour histogram (method='exact'); "
+            f"these images ({arrays[0].dtype}, {arrays[0].shape[2]} channels) take "
+            "method='minibatch': use init='auto' or 'k-means++'"
+        )
     if eps is not None:
         raise ValueError("eps (OpenCV's criterion) applies to method='exact' only; use tol")
     return _minibatch_palette(
@@ -405,5 +478,5 @@ def learn_palette(
         n_init=n_init,
         batch_size=batch_size,
         max_iter=max_iter or 100,
-        tol=tol,
+        tol=0.0 if tol is None else tol,
     )

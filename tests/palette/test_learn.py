@@ -66,7 +66,7 @@ def test_exact_method_is_lloyd_over_every_pixel(small_china):
     pixels = small_china.reshape(-1, 3).astype(np.float64)
     init = pixels[[0, 500, 1000, 2000, 3000, 4000]]
     centers, labels = plain_lloyd(pixels, init)
-    pal = learn_palette(small_china, 6, init=init)
+    pal = learn_palette(small_china, 6, init=init, tol=0)  # Lloyd to stable labels
     # The palette is sorted by count; match its colours to the reference centres.
     order = [int(np.argmin(((centers - c) ** 2).sum(1))) for c in pal.colors]
     assert sorted(order) == list(range(6))
@@ -204,3 +204,135 @@ def test_palette_does_not_depend_on_the_number_of_cores(monkeypatch, rng):
     for other in palettes[1:]:
         assert_array_equal(other.colors, palettes[0].colors)
         assert other.inertia == palettes[0].inertia
+
+
+def _crops(n, side=256):
+    """`n` random crops of the sample photos, as bench/palette.py --crops draws them."""
+    from skimage import data
+
+    photos = [
+        load_sample_image("china.jpg"),
+        load_sample_image("flower.jpg"),
+        data.astronaut(),
+        data.chelsea(),
+        data.coffee(),
+        data.rocket(),
+    ]
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        src = photos[i % len(photos)]
+        y = rng.integers(0, src.shape[0] - side + 1)
+        x = rng.integers(0, src.shape[1] - side + 1)
+        out.append(np.ascontiguousarray(src[y : y + side, x : x + side, :3]))
+    return out
+
+
+def test_wu_first_cut_is_the_best_box_cut(rng):
+    # With k=2 Wu's quantiser makes one cut: of every cut of the binned cube along an
+    # axis, the one leaving the least summed squared error. Enumerated here by brute force.
+    from kmdist.palette._assign import pack_rgb8
+    from kmdist.palette._wu import wu_centers
+
+    colors = np.unique(rng.integers(0, 256, size=(300, 3)), axis=0).astype(np.uint8)
+    codes = pack_rgb8(colors).astype(np.uint32)
+    X = colors.astype(np.float64)
+    w = rng.integers(1, 20, len(X)).astype(np.float64)
+    bins = colors >> 3
+    best, want = np.inf, None
+    for axis in range(3):
+        for at in range(1, 32):
+            low = bins[:, axis] < at
+            if low.all() or not low.any():
+                continue
+            parts = [X[m] for m in (low, ~low)]
+            weights = [w[m] for m in (low, ~low)]
+            means = [p.T @ q / q.sum() for p, q in zip(parts, weights, strict=True)]
+            sse = sum(
+                (q * ((p - c) ** 2).sum(1)).sum()
+                for p, q, c in zip(parts, weights, means, strict=True)
+            )
+            if sse < best:
+                best, want = sse, np.stack(means)
+    got, n = wu_centers(codes, X, w, 2)
+    assert n == 2
+    assert_allclose(got, want, rtol=1e-9)
+
+
+def test_wu_fewer_bins_than_colours_wanted():
+    # 40 colours in 2 bins of Wu's 5-bit grid: 2 boxes only; Lloyd's relocation fills
+    # the other 14 clusters with distinct colours.
+    colors = np.array([[8 * (i // 20), i % 4, (i // 4) % 5] for i in range(40)], np.uint8)
+    img = colors[None]
+    with np.errstate(all="raise"):
+        pal = learn_palette(img, 16)
+    assert pal.k == 16 and pal.counts.sum() == 40 and (pal.counts > 0).all()
+    assert len(np.unique(pal.colors, axis=0)) == 16
+
+
+def test_default_palette_is_deterministic(china):
+    crop = np.ascontiguousarray(china[100:356, 100:356])
+    hist = chunk_histogram(crop)
+    a = palette_from_histogram(hist, 16)
+    b = palette_from_histogram(hist, 16)
+    assert a == b
+    # Wu's seeding alone draws nothing: the seed does not matter.
+    one = palette_from_histogram(hist, 16, init="wu", n_init=1, random_state=0)
+    other = palette_from_histogram(hist, 16, init="wu", n_init=1, random_state=7)
+    assert_array_equal(one.colors, other.colors)
+    # However the image is chunked, the histogram and so the palette are the same.
+    with dask.config.set(scheduler="sync"):
+        chunked = learn_palette(da.from_array(crop, chunks=(37, 61, 3)), 16)
+    assert_array_equal(chunked.colors, a.colors)
+
+
+@pytest.mark.parametrize(
+    ("case", "k", "space", "inertia", "counts", "color_sum"),
+    [
+        # Recorded with the defaults before Wu's seeding (commit eb82245).
+        ("crop", 16, "rgb", 28841563.513499133, [8855, 7242, 6366, 6263], 5094.17685928107),
+        ("flower", 8, "rgb", 27546593.29285848, [20157, 9682, 8795, 8636], 2248.0351985219622),
+        ("small", 6, "lab", 585649.0094086798, [1855, 820, 603, 461], 2126.7477890893338),
+        ("china", 10, "rgb", 141917887.84533915, [63175, 43761, 29683, 29432], 3886.6619837557787),
+    ],
+)
+def test_old_default_reproduced(china, case, k, space, inertia, counts, color_sum):
+    """`init='k-means++', n_init=3, tol=0` (the CLI's --tol 0 --attempts 3) is unchanged."""
+    img = {
+        "crop": china[100:356, 100:356],
+        "flower": load_sample_image("flower.jpg")[50:306, 300:556],
+        "small": china[::8, ::8],
+        "china": china,
+    }[case]
+    hist = chunk_histogram(np.ascontiguousarray(img))
+    pal = palette_from_histogram(hist, k, color_space=space, init="k-means++", n_init=3, tol=0.0)
+    assert pal.inertia == pytest.approx(inertia, rel=1e-12)
+    assert pal.counts[:4].tolist() == counts
+    assert float(pal.colors.sum()) == pytest.approx(color_sum, rel=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k", [16, 8])
+def test_default_no_worse_than_old_default_on_crops(k):
+    """Mean inertia over 50 random 256 x 256 crops no higher than the old default's.
+
+    Per crop either may win (k-means' local optima: 0.95-1.05x at k=16), so the guard
+    is on the mean, as the issue sets it (measured 0.9990x at k=16, 0.9960x at k=8).
+    """
+    hists = [chunk_histogram(c) for c in _crops(50)]
+    old = np.array(
+        [palette_from_histogram(h, k, init="k-means++", n_init=3, tol=0.0).inertia for h in hists]
+    )
+    new = np.array([palette_from_histogram(h, k).inertia for h in hists])
+    assert (new / old).mean() <= 1.0
+
+
+def test_bad_init_and_wu_needs_the_exact_path():
+    img = np.zeros((4, 4, 3), np.uint8)
+    img[2:] = 200
+    with pytest.raises(ValueError, match="init must be one of"):
+        learn_palette(img, 2, init="kmeans")
+    with pytest.raises(ValueError, match="init='wu'"):
+        learn_palette(img.astype(np.uint16), 2, init="wu")
+    # 'auto' takes k-means++ on the mini-batch path.
+    assert learn_palette(img.astype(np.uint16), 2).method == "minibatch"
