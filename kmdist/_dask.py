@@ -1,30 +1,30 @@
-"""The Dask client kmdist computes on: an existing scheduler, or a LocalCluster.
+"""The Dask client kmdist computes on: an existing scheduler, or a local cluster.
 
 The address comes from the caller, else from ``DASK_SCHEDULER_ADDRESS``; without either,
-a LocalCluster sized to the machine is started and closed with the context: worker
-processes, or threads of this process for a script whose call is not under its main
-guard (`spawn_safe`). Dask's own log lines are kept to warnings that
+a local cluster sized to the machine is started and closed with the context: its
+scheduler in this process, its workers in processes started as distributed's
+`SubprocessCluster` starts them (``python -m dask spec``, which never runs the caller's
+script), or threads of this process. Dask's own log lines are kept to warnings that
 matter unless ``verbose`` (`quiet_dask_logs`).
 """
 
 from __future__ import annotations
 
-import ast
+import asyncio
+import json
 import logging
-import multiprocessing.spawn
+import multiprocessing
 import os
-import pickle
 import sys
-import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import dask
-from distributed import Client, LocalCluster, default_client
+from distributed import Client, LocalCluster, Scheduler, SpecCluster, default_client
+from distributed.deploy.subprocess import Subprocess
 
 from kmdist._exit import skip_final_collection
 
@@ -35,12 +35,12 @@ __all__ = [
     "dask_client_soon",
     "quiet_dask_logs",
     "scheduler_address",
-    "spawn_safe",
 ]
 
 ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 
-# glibc settings for LocalCluster workers. Dask's default, MALLOC_TRIM_THRESHOLD_=65536,
+# glibc settings for worker processes, in the environment they start with (glibc reads
+# them as a process starts, before any Python runs). Dask's default, MALLOC_TRIM_THRESHOLD_=65536,
 # returns freed memory to the OS at once but also fixes glibc's mmap threshold at 128 KiB,
 # so every chunk-sized array is a fresh mmap whose pages fault in again: a 1024 x 1024
 # RGB chunk read in 6.9 ms instead of 3.4 ms, its histogram in 14 ms instead of 9 ms.
@@ -48,8 +48,8 @@ ENV_ADDRESS = "DASK_SCHEDULER_ADDRESS"
 # mapped and returned: 1 GP ran in 35-40 s instead of 66 s, peak memory 1.6 GB instead of
 # 1.28 GB (bench/gigapixel.py; unset, glibc kept 2.04 GB).
 _WORKER_MALLOC = {
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(16 << 20),
-    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(16 << 20),
+    "MALLOC_TRIM_THRESHOLD_": str(16 << 20),
+    "MALLOC_MMAP_THRESHOLD_": str(16 << 20),
 }
 
 
@@ -92,10 +92,11 @@ _ROUTINE = {
     "distributed.core": ("Event loop was unresponsive",),
     "distributed.gc": ("full garbage collections took",),
 }
-# Passed to LocalCluster workers through Dask's configuration, which their Nanny copies.
+# Passed to worker processes in the configuration their Nanny gives them.
 _VERBOSE_KEY = "kmdist.dask-verbose"
-# A worker process's `distributed` log level, from its environment as it starts.
-_LOG_ENV = "distributed.nanny.pre-spawn-environ.DASK_LOGGING__DISTRIBUTED"
+# A worker process's `distributed` log level, from its environment as it starts: Dask
+# sets its loggers up as it is imported, before any preload runs.
+_LOG_ENV = "DASK_LOGGING__DISTRIBUTED"
 
 _log = logging.getLogger(__name__)
 
@@ -167,87 +168,21 @@ def quiet_dask_logs(verbose: bool = False) -> Callable[[], None]:
 
 
 def dask_setup(worker: object) -> None:
-    """Worker preload hook: quiet a LocalCluster worker's logs as its client's are."""
+    """Worker preload hook: quiet a local worker process's logs as its client's are."""
     quiet_dask_logs(bool(dask.config.get(_VERBOSE_KEY, False)))
 
 
 def dask_teardown(worker: object) -> None:
     """Worker preload hook, as the worker closes: its process exits without a last GC.
 
-    A LocalCluster's close waits for every worker process to exit; each spent 0.7 s
-    of it in the interpreter's last collections (`skip_final_collection`). Only in a
-    process a Nanny started for this one worker, which ends with it: a worker in a
-    longer-lived process (threads, ``--no-nanny``) leaves its process's collector alone.
+    A Nanny that closes or restarts its worker waits for the worker process to exit;
+    each spent 0.7 s of it in the interpreter's last collections (`skip_final_collection`).
+    Only in a process a Nanny started for this one worker, which ends with it: a worker
+    in a longer-lived process (threads, ``--no-nanny``) leaves its process's collector
+    alone.
     """
     if getattr(worker, "nanny", None) is not None and multiprocessing.parent_process():
         skip_final_collection()
-
-
-def _is_main_guard(node: ast.AST) -> bool:
-    """Whether `node` is ``if __name__ == "__main__":`` (either operand order)."""
-    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
-        return False
-    test = node.test
-    if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
-        return False
-    sides = [test.left, test.comparators[0]]
-    names = [s.id for s in sides if isinstance(s, ast.Name)]
-    texts = [s.value for s in sides if isinstance(s, ast.Constant)]
-    return names == ["__name__"] and texts == ["__main__"]
-
-
-def _main_module_frame() -> FrameType | None:
-    """Return the frame running the ``__main__`` module's top-level code, if any."""
-    main = sys.modules.get("__main__")
-    frames = sys._current_frames()
-    # The main thread first: scripts run there, and the caller may be another thread.
-    order = [threading.main_thread().ident, threading.get_ident(), *frames]
-    for ident in order:
-        frame = frames.get(ident) if ident is not None else None
-        while frame is not None:
-            if frame.f_code.co_name == "<module>" and frame.f_globals is vars(main):
-                return frame
-            frame = frame.f_back
-    return None
-
-
-def spawn_safe() -> bool:
-    """Whether worker processes may be spawned without re-running the caller's code.
-
-    Spawned processes (Dask's Nanny uses multiprocessing's spawn) run the main module
-    again, under the name ``__mp_main__``, before they unpickle their work, unless
-    `_workers_skip_main` spares them (it keeps spawn's behaviour when Dask's
-    configuration refers to ``__main__``). That is harmless for a REPL, a notebook,
-    ``python -c``, a package's ``__main__`` module, and a script whose call is under
-    ``if __name__ == "__main__":``; a script that calls a flow or `dask_client` at its
-    top level would start the same work again in every worker that does run it. False
-    then, and when the main module's current line cannot be found: threads stay the
-    conservative choice for such scripts.
-    """
-    main = sys.modules.get("__main__")
-    if main is None:
-        return True
-    # What multiprocessing.spawn.get_preparation_data and prepare do with __main__.
-    name = getattr(getattr(main, "__spec__", None), "name", None)
-    if name is not None and (name == "__main__" or name.endswith(".__main__")):
-        return True
-    path = getattr(main, "__file__", None)
-    if path is None or (name is None and Path(path).stem == "ipython"):
-        return True
-    frame = _main_module_frame()
-    if frame is None:  # its top-level code has run: all of it would run again
-        return False
-    try:
-        tree = ast.parse(Path(frame.f_code.co_filename).read_bytes())
-    except (OSError, SyntaxError, ValueError):
-        return False
-    line = frame.f_lineno
-    return any(
-        isinstance(node, ast.If)
-        and _is_main_guard(node)
-        and node.body[0].lineno <= line <= (node.body[-1].end_lineno or 0)
-        for node in ast.walk(tree)
-    )
 
 
 @contextmanager
@@ -261,26 +196,30 @@ def dask_client(
     processes: bool | None = None,
     verbose: bool = False,
 ) -> Iterator[Client]:
-    """Connect to a Dask scheduler, or run a LocalCluster, for the duration of a block.
+    """Connect to a Dask scheduler, or run a local cluster, for the duration of a block.
 
     Parameters
     ----------
     address : str, optional
         Scheduler address such as ``tcp://10.0.0.5:8786``; defaults to
-        ``$DASK_SCHEDULER_ADDRESS``. When neither is set a LocalCluster starts.
+        ``$DASK_SCHEDULER_ADDRESS``. When neither is set a local cluster starts.
     n_workers : int, optional
-        LocalCluster workers; one per core by default.
+        Local workers; one per core by default.
     threads_per_worker : int, default=1
-        Threads per LocalCluster worker; NumPy kernels release the GIL, but one thread
+        Threads per local worker; NumPy kernels release the GIL, but one thread
         per process keeps memory per worker predictable.
     memory_limit : str, float or None, default='auto'
-        Per-worker memory limit of the LocalCluster.
+        Per-worker memory limit of the local cluster.
     dashboard_address : str, default='127.0.0.1:8787'
-        Where the LocalCluster's dashboard listens (a free port is used if taken): the
-        loopback interface, as the LocalCluster's scheduler and workers do, by default.
+        Where the local cluster's dashboard listens (a free port is used if taken): the
+        loopback interface, as its scheduler and workers do, by default.
     processes : bool, optional
-        LocalCluster workers as processes (True) or as threads of this process (False).
-        By default processes where `spawn_safe`, else threads.
+        Local workers as processes (True) or as threads of this process (False); by
+        default processes (threads on Windows, where distributed cannot start them as
+        below). Worker processes are started as distributed's `SubprocessCluster` starts
+        its workers (``python -m dask spec``, a Nanny and its worker process): they never
+        run the caller's script, so a script may call this at its top level, without an
+        ``if __name__ == "__main__":`` guard.
     verbose : bool, default=False
         Show Dask's own log lines (start-up, connections, a failed task's traceback);
         by default only warnings that matter (`quiet_dask_logs`).
@@ -309,50 +248,100 @@ def dask_client(
         yield client()
 
 
-# The name distributed's Nanny gives the worker processes it spawns (`WorkerProcess`).
-_WORKER_PROCESS = "Dask Worker process (from Nanny)"
-_spawn_lock = threading.Lock()
+class _NannyProcess(Subprocess):
+    """A worker process: a Nanny run by ``python -m dask spec``, with its own environment.
 
-
-def _config_uses_main() -> bool:
-    """Whether Dask's configuration, which spawned workers receive, refers to ``__main__``."""
-    try:
-        return b"__main__" in pickle.dumps(dask.config.config)
-    except Exception:  # spawn will meet the same error and report it
-        return True
-
-
-def _workers_skip_main() -> None:
-    """Make spawned Dask worker processes skip running the main module again (once).
-
-    multiprocessing's spawn runs the parent's main script or ``-m`` module again in each
-    child, as ``__mp_main__``, so that the child can unpickle what it defines. Dask's
-    workers need none of it (tasks that use ``__main__``'s functions and classes carry
-    them, pickled by value), and a cluster elsewhere never sees the script either, so
-    this makes a LocalCluster's workers behave as a remote cluster's do. Re-running it
-    cost every worker the script's imports as it started: for ``flows/segment.py``
-    (Prefect), two workers started in 3.6 s instead of 1.8. Only processes that
-    distributed's Nanny names as its workers are affected, first start and restarts
-    alike, in this process from then on; other process pools keep spawn's behaviour, and
-    so do the workers while Dask's configuration refers to ``__main__`` (a function of
-    the script's in ``dask.config``, which the worker unpickles by reference).
-    Registrations a worker needs (image openers, codecs) belong in a worker preload
-    (``distributed.worker.preload``) or plugin, as on any cluster.
+    What distributed's `SubprocessCluster` starts for each worker (`SubprocessWorker`),
+    given an environment: `env` is added to this process's for the child only, where
+    glibc and Dask read it as they start. The Nanny spawns its worker process from
+    ``dask spec``, whose main module is Dask's, so neither runs the caller's script.
+    Closing kills both, as `SubprocessWorker`'s close does (after the scheduler has
+    retired the worker).
     """
-    with _spawn_lock:
-        original = multiprocessing.spawn.get_preparation_data
-        if getattr(original, "kmdist_skips_main", False):
-            return
 
-        def get_preparation_data(name: str) -> dict[str, Any]:
-            data: dict[str, Any] = original(name)
-            if name == _WORKER_PROCESS and not _config_uses_main():
-                data.pop("init_main_from_path", None)
-                data.pop("init_main_from_name", None)
-            return data
+    def __init__(
+        self, scheduler: str, name: int, nanny: dict[str, Any], env: dict[str, str]
+    ) -> None:
+        self.scheduler = scheduler
+        self.name = name
+        self.nanny = nanny
+        self.env = env
+        super().__init__()  # type: ignore[no-untyped-call]
 
-        get_preparation_data.kmdist_skips_main = True  # type: ignore[attr-defined]
-        multiprocessing.spawn.get_preparation_data = get_preparation_data
+    async def _start(self) -> None:
+        spec = {"cls": "distributed.Nanny", "opts": {**self.nanny, "name": self.name}}
+        cmd = [sys.executable, "-m", "dask", "spec", self.scheduler, "--spec", json.dumps(spec)]
+        self.process = await asyncio.create_subprocess_exec(*cmd, env={**os.environ, **self.env})
+
+
+# How long the worker processes may take to join their scheduler; on a busy machine
+# starting two took up to 10 s.
+_JOIN_TIMEOUT = 120.0
+
+
+def _await_workers(cluster: SpecCluster, n_workers: int) -> None:
+    """Wait until `n_workers` have joined; fail at once when a worker process has exited."""
+    deadline = time.monotonic() + _JOIN_TIMEOUT
+    while len(cluster.scheduler_info.get("workers", ())) < n_workers:
+        for name, worker in cluster.workers.items():
+            process = getattr(worker, "process", None)
+            if process is not None and process.returncode is not None:
+                raise RuntimeError(
+                    f"worker process {name} of the local cluster exited with code "
+                    f"{process.returncode} as it started (its error is above)"
+                )
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{n_workers} worker processes did not join the local cluster within "
+                f"{_JOIN_TIMEOUT:.0f} s"
+            )
+        time.sleep(0.02)
+
+
+def _process_cluster(
+    n_workers: int,
+    threads_per_worker: int,
+    memory_limit: str | float | None,
+    dashboard_address: str,
+    verbose: bool,
+) -> SpecCluster:
+    """Start a scheduler in this process (as a LocalCluster's) and `_NannyProcess` workers."""
+    nanny: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "nthreads": threads_per_worker,
+        "memory_limit": memory_limit,
+        # Workers import kmdist's pipeline (Dask arrays, Zarr, numba kernels) as they
+        # start, not in their first task: with `dask_client_soon` this overlaps the
+        # caller's own imports.
+        "preload": [*dask.config.get("distributed.worker.preload", []), *_PRELOAD],
+        # The configuration of this process that the workers need, explicitly: they
+        # read Dask's from their own files and environment, as a remote cluster's do.
+        "config": {
+            _VERBOSE_KEY: verbose,
+            **{key: dask.config.get(key) for key in _SHORT_LOGS},
+        },
+    }
+    env = {**_WORKER_MALLOC, _LOG_ENV: "info" if verbose else "warning"}
+    scheduler = {
+        "cls": Scheduler,
+        "options": {
+            "host": "127.0.0.1",
+            "dashboard": True,
+            "dashboard_address": dashboard_address,
+        },
+    }
+    workers = {
+        i: {"cls": _NannyProcess, "options": {"nanny": nanny, "env": env}} for i in range(n_workers)
+    }
+    # The levels are `quiet_dask_logs`'s: the cluster's own silencing would hide the
+    # warnings that matter too.
+    cluster = SpecCluster(workers, scheduler, silence_logs=False, name="kmdist")
+    try:
+        _await_workers(cluster, n_workers)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
 
 
 def _local_cluster(
@@ -362,51 +351,25 @@ def _local_cluster(
     dashboard_address: str,
     processes: bool,
     verbose: bool,
-) -> LocalCluster:
-    # Worker processes: distributed's Nanny copies its pre-spawn environment into
-    # os.environ and lets os.environ win over the config, so after an earlier
-    # LocalCluster in this process Dask's own default would replace kmdist's: the
-    # variables are set while the workers are spawned, then put back. A worker's log
-    # level is read as it imports distributed, before any preload runs.
-    spawn_env = {**_WORKER_MALLOC, _LOG_ENV: "info" if verbose else "warning"}
-    names = {key.rsplit(".", 1)[1]: value for key, value in spawn_env.items()}
-    saved = {name: os.environ.get(name) for name in names}
+) -> SpecCluster:
+    workers = n_workers or max(1, os.cpu_count() or 1)
     if processes:
-        os.environ.update(names)
-    try:
-        workers = n_workers or max(1, os.cpu_count() or 1)
-        if not processes:
-            # One worker whose threads share its memory: no transfers between workers.
-            # TCP on the loopback, not inproc://, whose dashboard link names another
-            # interface than the dashboard listens on.
-            workers, threads_per_worker = 1, workers * threads_per_worker
-        if processes:
-            _workers_skip_main()
-        with dask.config.set({**spawn_env, _VERBOSE_KEY: verbose}):
-            return LocalCluster(
-                n_workers=workers,
-                threads_per_worker=threads_per_worker,
-                processes=processes,
-                host=None if processes else "tcp://127.0.0.1",
-                memory_limit=memory_limit,
-                dashboard_address=dashboard_address,
-                # The levels are `quiet_dask_logs`'s: LocalCluster's own silencing would
-                # hide the warnings that matter too.
-                silence_logs=False,
-                # Workers import kmdist's pipeline (Dask arrays, Zarr, numba kernels) as
-                # they start, not in their first task: with `dask_client_soon` this
-                # overlaps the caller's own imports.
-                preload=[
-                    *dask.config.get("distributed.worker.preload", []),
-                    *(_PRELOAD if processes else _PRELOAD[:1]),
-                ],
-            )
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        return _process_cluster(
+            workers, threads_per_worker, memory_limit, dashboard_address, verbose
+        )
+    # One worker whose threads share its memory: no transfers between workers. TCP on
+    # the loopback, not inproc://, whose dashboard link names another interface than the
+    # dashboard listens on.
+    return LocalCluster(
+        n_workers=1,
+        threads_per_worker=workers * threads_per_worker,
+        processes=False,
+        host="tcp://127.0.0.1",
+        memory_limit=memory_limit,
+        dashboard_address=dashboard_address,
+        silence_logs=False,
+        preload=[*dask.config.get("distributed.worker.preload", []), _PRELOAD[0]],
+    )
 
 
 @contextmanager
@@ -420,31 +383,24 @@ def dask_client_soon(
     processes: bool | None = None,
     verbose: bool = False,
 ) -> Iterator[Callable[[], Client]]:
-    """`dask_client`, with a LocalCluster started in a background thread meanwhile.
+    """`dask_client`, with a local cluster started in a background thread meanwhile.
 
-    Takes `dask_client`'s parameters. Yields a function that waits for the cluster and
-    returns the client (made in the calling thread: a Client belongs to the thread that
-    enters it). Starting a LocalCluster (spawning workers that import kmdist) takes one
-    to two seconds; the caller's own imports and input listing run meanwhile. Closed
-    with the block.
+    Takes `dask_client`'s parameters. Yields a function that waits for the cluster (its
+    workers joined) and returns the client (made in the calling thread: a Client belongs
+    to the thread that enters it). Starting a local cluster (worker processes that
+    import kmdist) takes one to two seconds; the caller's own imports and input listing
+    run meanwhile. Closed with the block.
     """
     target = scheduler_address(address)
     restore = quiet_dask_logs(verbose)
     # Set for the whole block: the scheduler's message logs start as workers join, also
     # when one is restarted; the Nanny copies the configuration into its worker.
     short_logs = dask.config.set(_short_logs())
-    starting: Future[LocalCluster] | None = None
+    starting: Future[SpecCluster] | None = None
     clients: list[Client] = []
     try:
         if target is None:
-            # Decided here, in the caller's thread, where the main module's frame is.
-            spawn = spawn_safe() if processes is None else processes
-            if not spawn and processes is None:
-                _log.info(
-                    "LocalCluster on threads: %s calls it outside its main guard (calls "
-                    'under `if __name__ == "__main__":` get processes)',
-                    getattr(sys.modules["__main__"], "__file__", "the main module"),
-                )
+            spawn = sys.platform != "win32" if processes is None else processes
             pool = ThreadPoolExecutor(1, thread_name_prefix="kmdist-cluster-start")
             starting = pool.submit(
                 _local_cluster,

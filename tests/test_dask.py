@@ -107,11 +107,32 @@ def test_dask_client_starts_and_stops_a_local_cluster(monkeypatch):
 @pytest.mark.slow
 def test_local_cluster_malloc_settings_survive_an_earlier_cluster(local_cluster, monkeypatch):
     monkeypatch.delenv(ENV_ADDRESS, raising=False)
-    # The session's cluster (Dask's defaults) was started in this process first.
+    # The session's cluster (Dask's defaults) was started in this process first, and
+    # its Nanny left Dask's MALLOC_TRIM_THRESHOLD_ in os.environ.
     assert local_cluster.status.name == "running"
     with dask_client(n_workers=1, dashboard_address=":0") as client:
         [env] = client.run(lambda: [os.environ.get(name) for name in MALLOC]).values()
     assert env == [str(16 << 20)] * 2
+
+
+@pytest.mark.slow
+def test_worker_processes_get_their_settings_without_touching_this_process(monkeypatch):
+    # The workers' environment and configuration are given to their processes: this
+    # process's environment and multiprocessing are left as they were.
+    import multiprocessing.spawn
+
+    monkeypatch.delenv(ENV_ADDRESS, raising=False)
+    environ = dict(os.environ)
+    preparation = multiprocessing.spawn.get_preparation_data
+    with dask_client(n_workers=1, processes=True, dashboard_address=":0") as client:
+        assert dict(os.environ) == environ
+        [(pid, level)] = client.run(
+            lambda: (os.getpid(), os.environ.get("DASK_LOGGING__DISTRIBUTED"))
+        ).values()
+        assert pid != os.getpid() and level == "warning"
+        assert client.submit(sum, [1, 2]).result() == 3
+    assert dict(os.environ) == environ
+    assert multiprocessing.spawn.get_preparation_data is preparation
 
 
 def _live_fractions() -> int:

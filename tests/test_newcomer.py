@@ -1,8 +1,8 @@
 """A newcomer's first hour (issue 15): flows from a plain script, quiet Dask logs.
 
-The embedded LocalCluster's worker processes are spawned, and spawning runs the main
-script again: `kmdist._dask.spawn_safe` tells when that would repeat the caller's work,
-and the cluster then runs on threads.
+The embedded cluster's worker processes are started as ``python -m dask spec`` (as
+distributed's SubprocessCluster starts them), which never runs the caller's script: a
+script without an ``if __name__ == "__main__":`` guard gets worker processes too.
 """
 
 from __future__ import annotations
@@ -19,18 +19,16 @@ import numpy as np
 import pytest
 
 from kmdist import iter_segmentations
-from kmdist._dask import quiet_dask_logs, spawn_safe
+from kmdist._dask import quiet_dask_logs
 
 REPO = Path(__file__).resolve().parents[1]
 
-# What each way of running Python answers, and the LocalCluster it gets.
-PROBE = """\
-from kmdist._dask import dask_client, spawn_safe
-print("safe", spawn_safe())
-"""
+# Every run of a script's top level leaves its pid: in this process or in a worker.
+MARKER = "import os\nopen(f'ran-{os.getpid()}', 'w').close()\n"
 CLUSTER = """\
 with dask_client(n_workers=1) as client:
-    print("processes", client.cluster.processes, client.submit(sum, [1, 2]).result())
+    [pid] = client.run(os.getpid).values()
+    print("processes", pid != os.getpid(), client.submit(sum, [1, 2]).result())
     print("dashboard on", client.cluster.scheduler.http_server.address)
 """
 
@@ -50,95 +48,67 @@ def _python(tmp_path: Path, *args: str, stdin: str | None = None) -> str:
 
 
 @pytest.mark.slow
-def test_spawn_safe_knows_which_main_modules_run_again(tmp_path):
-    assert spawn_safe()  # pytest's entry point calls it under its `__main__` guard
-    unguarded = tmp_path / "unguarded.py"
-    unguarded.write_text(PROBE)
-    guarded = tmp_path / "guarded.py"
-    guarded.write_text(
-        "from kmdist._dask import spawn_safe\n\n"
-        "def main():\n    print('safe', spawn_safe())\n\n"
-        'if "__main__" == __name__:\n    main()\n'
-    )
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "__init__.py").write_text("")
-    (tmp_path / "pkg" / "__main__.py").write_text(PROBE)
-    assert _python(tmp_path, "unguarded.py") == "safe False\n"
-    assert _python(tmp_path, "-m", "unguarded") == "safe False\n"
-    assert _python(tmp_path, "guarded.py") == "safe True\n"
-    assert _python(tmp_path, "-m", "pkg") == "safe True\n"  # a package's __main__
-    assert _python(tmp_path, "-c", PROBE) == "safe True\n"  # no file to run again
-    # The REPL and notebooks: no __file__. Piped into python, the main file is <stdin>.
-    assert _python(tmp_path, "-i", "-c", "pass", stdin=PROBE).startswith("safe True")
-    assert _python(tmp_path, "-", stdin=PROBE) == "safe False\n"
-
-
-@pytest.mark.slow
-def test_unguarded_script_gets_threads_guarded_one_processes(tmp_path):
-    (tmp_path / "plain.py").write_text(PROBE + CLUSTER)
+def test_unguarded_and_guarded_scripts_get_worker_processes(tmp_path):
+    (tmp_path / "plain.py").write_text(MARKER + "from kmdist._dask import dask_client\n" + CLUSTER)
     (tmp_path / "guarded.py").write_text(
-        "from kmdist._dask import dask_client, spawn_safe\n"
-        'if __name__ == "__main__":\n' + textwrap.indent(PROBE + CLUSTER, "    ")
+        MARKER
+        + "from kmdist._dask import dask_client\n"
+        + 'if __name__ == "__main__":\n'
+        + textwrap.indent(CLUSTER, "    ")
     )
     # The dashboard, like the scheduler and workers, on the loopback interface only.
-    assert _python(tmp_path, "plain.py") == (
-        "safe False\nprocesses False 3\ndashboard on 127.0.0.1\n"
-    )
-    assert _python(tmp_path, "guarded.py") == (
-        "safe True\nprocesses True 3\ndashboard on 127.0.0.1\n"
-    )
+    for script in ("plain.py", "guarded.py"):
+        assert _python(tmp_path, script) == "processes True 3\ndashboard on 127.0.0.1\n"
+        ran = list(tmp_path.glob("ran-*"))
+        assert len(ran) == 1, (script, ran)  # the script itself, in no worker
+        ran[0].unlink()
 
 
 @pytest.mark.slow
-def test_spawned_workers_do_not_run_the_main_script_again(tmp_path):
-    # Every run of the script's top level (as __main__ or as a child's __mp_main__)
-    # leaves its pid; a flow script's would import Prefect again in every worker.
+def test_unguarded_script_runs_once_with_worker_processes(tmp_path):
+    # No `if __name__ == "__main__":` guard: the script's top level is what a worker
+    # would run again if it ran the script, and start another cluster from there.
     (tmp_path / "script.py").write_text(
-        "import multiprocessing, os\n"
-        "open(f'ran-{os.getpid()}', 'w').close()\n"
-        "def child():\n"
-        "    pass\n"
-        'if __name__ == "__main__":\n'
-        "    from kmdist._dask import dask_client\n"
-        "    import dask\n"
-        "    print(dask.config.get('distributed.worker.multiprocessing-method'))\n"
-        "    with dask_client(n_workers=2, processes=True) as client:\n"
-        "        before = set(client.run(os.getpid).values())\n"
-        "        client.restart()  # new worker processes, spawned by the Nannies\n"
-        "        client.wait_for_workers(2)\n"
-        "        after = set(client.run(os.getpid).values())\n"
-        "        assert not before & after, (before, after)\n"
-        "        print(len(before | after), client.submit(sum, [1, 2]).result())\n"
-        "    # Other spawned processes still run it, as spawn does.\n"
-        "    p = multiprocessing.get_context('spawn').Process(target=child)\n"
-        "    p.start()\n"
-        "    p.join()\n"
-        "    print(p.exitcode)\n"
+        MARKER
+        + "import kmdist\n"
+        + "with kmdist.dask_client(n_workers=2, processes=True) as client:\n"
+        + "    before = set(client.run(os.getpid).values())\n"
+        + "    client.restart()  # new worker processes, started by the Nannies\n"
+        + "    client.wait_for_workers(2)\n"
+        + "    after = set(client.run(os.getpid).values())\n"
+        + "    assert not before & after and os.getpid() not in before, (before, after)\n"
+        + "    print(len(before | after), client.submit(sum, [1, 2]).result())\n"
     )
-    assert _python(tmp_path, "script.py") == "spawn\n4 3\n0\n"
-    ran = sorted(p.name for p in tmp_path.glob("ran-*"))
-    # The parent and its plain child: none of the 4 worker processes ran the script.
-    assert len(ran) == 2, ran
+    assert _python(tmp_path, "script.py") == "4 3\n"
+    ran = list(tmp_path.glob("ran-*"))
+    assert len(ran) == 1, ran  # none of the 4 worker processes imported the script
 
 
 @pytest.mark.slow
-def test_workers_run_the_script_while_dask_config_refers_to_it(tmp_path):
-    # The workers unpickle Dask's configuration, so a function of the script's in it
-    # needs the script: then they run it, as spawn does.
+def test_other_spawned_processes_keep_spawns_behaviour(tmp_path):
+    # kmdist changes nothing in multiprocessing: a spawned child still runs the script.
     (tmp_path / "script.py").write_text(
-        "import os\n"
-        "open(f'ran-{os.getpid()}', 'w').close()\n"
-        "def plugin(x):\n"
-        "    return x\n"
-        'if __name__ == "__main__":\n'
-        "    import dask\n"
-        "    from kmdist._dask import dask_client\n"
-        "    with dask.config.set({'kmdist-test.hook': plugin}):\n"
-        "        with dask_client(n_workers=1, processes=True) as client:\n"
-        "            print(client.submit(sum, [1, 2]).result())\n"
+        MARKER
+        + "import multiprocessing\n"
+        + "def child():\n"
+        + "    pass\n"
+        + 'if __name__ == "__main__":\n'
+        + "    import dask\n"
+        + "    from kmdist._dask import dask_client\n"
+        + "    def plugin(x):\n"
+        + "        return x\n"
+        + "    # A function of the script's in Dask's configuration: workers never see it.\n"
+        + "    with dask.config.set({'kmdist-test.hook': plugin}):\n"
+        + "        with dask_client(n_workers=1, processes=True) as client:\n"
+        + "            print(client.submit(sum, [1, 2]).result())\n"
+        + "    p = multiprocessing.get_context('spawn').Process(target=child)\n"
+        + "    p.start()\n"
+        + "    p.join()\n"
+        + "    print(p.exitcode)\n"
     )
-    assert _python(tmp_path, "script.py") == "3\n"
-    assert len(list(tmp_path.glob("ran-*"))) == 2  # the parent and its worker
+    assert _python(tmp_path, "script.py") == "3\n0\n"
+    ran = list(tmp_path.glob("ran-*"))
+    assert len(ran) == 2, ran  # the parent and its plain spawned child, no worker
 
 
 @pytest.mark.slow
