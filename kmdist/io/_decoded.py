@@ -4,6 +4,11 @@ PNG, JPEG, BMP, GIF, WebP and the like are decoded by Pillow, 16-bit colour PNGs
 `kmdist.io._png16`, TIFF archive members by tifffile. Each image is refused up front, from
 its header, when it has more than `max_pixels` pixels, and the header says the shape and
 dtype the decoding task will produce.
+
+Pillow refuses images over twice ``PIL.Image.MAX_IMAGE_PIXELS`` (89 Mpx by default) and
+warns over it, a setting of the whole process that kmdist leaves alone (Pillow has no
+per-call limit). PNGs and JPEGs larger than Pillow's limit, whose size kmdist reads from
+their own header, are decoded by imagecodecs instead, to the same pixels.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ NDArray = npt.NDArray[Any]
 class Header:
     """What decoding will produce, known from the header alone."""
 
-    kind: Literal["pillow", "png16", "tiff"]
+    kind: Literal["pillow", "png16", "tiff", "png", "jpeg"]
     shape: tuple[int, int, int]
     dtype: np.dtype[Any]
 
@@ -64,12 +69,73 @@ def whole_header(fp: IO[bytes], source: str, max_pixels: int) -> Header:
         header = Header("tiff", layout.out_shape, layout.out_dtype)
     elif (png := png_info(head)) is not None and png.own_decoder:
         header = Header("png16", (png.height, png.width, png.channels), np.dtype(np.uint16))
+    elif png is not None:
+        # Pillow calls a PNG without pixels "not an image": the size is checked first.
+        _check_pixels(png.height, png.width, source, max_pixels)
+        if _beyond_pillow(png.height * png.width):
+            depth = np.uint16 if png.depth == 16 else np.uint8
+            header = Header("png", (png.height, png.width, png.channels), np.dtype(depth))
+        else:
+            header = _pillow_header(fp, source, max_pixels)
+    elif (jpeg := _jpeg_frame(fp)) is not None and _beyond_pillow(jpeg[0] * jpeg[1]):
+        height, width, components = jpeg
+        _check_pixels(height, width, source, max_pixels)
+        if components not in (1, 3):
+            raise ImageReadError(
+                source,
+                f"a {components}-channel JPEG of {height} x {width} pixels is more than "
+                f"Pillow decodes ({Image.MAX_IMAGE_PIXELS:,} pixels); convert it to RGB",
+            )
+        header = Header("jpeg", (height, width, components), np.dtype(np.uint8))
     else:
-        if png is not None:  # Pillow calls a PNG without pixels "not an image"
-            _check_pixels(png.height, png.width, source, max_pixels)
         header = _pillow_header(fp, source, max_pixels)
     _check_pixels(header.shape[0], header.shape[1], source, max_pixels)
     return header
+
+
+def _beyond_pillow(pixels: int) -> bool:
+    """Whether Pillow would warn about, or refuse, an image of `pixels` pixels."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and pixels > limit
+
+
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless; Huffman or
+# arithmetic coding); the others, and the standalone ones, do not say the image's size.
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD})
+_JPEG_SOF |= {0xCE, 0xCF}
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+
+
+def _jpeg_frame(fp: IO[bytes]) -> tuple[int, int, int] | None:
+    """Height, width and components of an 8-bit JPEG's frame; None if not one."""
+    try:
+        if fp.read(2) != b"\xff\xd8":
+            return None
+        while True:
+            if fp.read(1) != b"\xff":
+                return None
+            marker = fp.read(1)
+            while marker == b"\xff":  # fill bytes
+                marker = fp.read(1)
+            if not marker:
+                return None
+            code = marker[0]
+            if code in _JPEG_STANDALONE:
+                continue
+            if code in (0xD8, 0xD9, 0xDA):  # no frame before the scan
+                return None
+            length = int.from_bytes(fp.read(2), "big")
+            if code in _JPEG_SOF:
+                segment = fp.read(6)
+                if len(segment) < 6 or segment[0] != 8:
+                    return None
+                height, width = (int.from_bytes(segment[i : i + 2], "big") for i in (1, 3))
+                return height, width, segment[5]
+            if length < 2:
+                return None
+            fp.seek(length - 2, io.SEEK_CUR)
+    finally:
+        fp.seek(0)
 
 
 def _check_pixels(height: int, width: int, source: str, max_pixels: int) -> None:
@@ -154,7 +220,21 @@ def _decode(fp: IO[bytes], header: Header, max_pixels: int, source: str) -> NDAr
         with tifffile.TiffFile(fp) as tif:
             z, layout = tiff_source(tif, source)
             return np.ascontiguousarray(to_yxc(z[layout.selection], layout))
+    if header.kind in ("png", "jpeg"):
+        return _codecs_decode(fp.read(), header)
     return _pillow_decode(fp, header, max_pixels, source)
+
+
+def _codecs_decode(data: bytes, header: Header) -> NDArray:
+    """Decode a PNG or an 8-bit JPEG larger than Pillow's limit, as Pillow would."""
+    import imagecodecs
+
+    # imagecodecs expands PNG palettes to RGB(A) and grey of 1, 2 and 4 bits to 8, as
+    # kmdist's Pillow modes do; alpha is dropped below.
+    decode = imagecodecs.png_decode if header.kind == "png" else imagecodecs.jpeg8_decode
+    arr = np.asarray(decode(data))
+    arr = arr.reshape(arr.shape[0], arr.shape[1], -1)[..., : header.shape[2]]
+    return np.ascontiguousarray(arr, dtype=header.dtype)
 
 
 def _checked(arr: NDArray, header: Header, source: str) -> NDArray:
@@ -190,18 +270,6 @@ _PILLOW_MODES: dict[str, tuple[str | None, int, str]] = {
 }
 
 
-def _allow_pixels(max_pixels: int) -> None:
-    """Lift Pillow's decompression-bomb guard to `max_pixels`, which is checked first.
-
-    Pillow refuses images over twice ``Image.MAX_IMAGE_PIXELS`` (89 Mpx by default). The
-    setting is process-wide, so it is only ever raised: a concurrent decode with a larger
-    limit must not be refused.
-    """
-    current = Image.MAX_IMAGE_PIXELS
-    if current is not None and current < max_pixels:
-        Image.MAX_IMAGE_PIXELS = max_pixels
-
-
 def _pillow_mode(mode: str, source: str) -> tuple[str | None, int, str]:
     try:
         return _PILLOW_MODES[mode]
@@ -210,24 +278,29 @@ def _pillow_mode(mode: str, source: str) -> tuple[str | None, int, str]:
 
 
 def _pillow_header(fp: IO[bytes], source: str, max_pixels: int) -> Header:
-    _allow_pixels(max_pixels)
     try:
         with Image.open(fp) as img:  # reads the header only
             mode, (width, height) = img.mode, img.size
     except UnidentifiedImageError:
         raise ImageReadError(source, "not an image (unknown or unsupported format)") from None
     except Image.DecompressionBombError as exc:
-        # Pillow refuses from the header, before kmdist sees the size: take it from
-        # Pillow's message, so the error says how large the image claims to be.
+        # A format whose size kmdist does not read itself, over twice Pillow's limit:
+        # Pillow refuses from the header. Take the size from Pillow's message.
         size = re.search(r"Image size \((\d+) pixels\)", str(exc))
-        claimed = f"{int(size.group(1)):,} pixels" if size else "the image"
-        raise ImageReadError(source, _too_large(claimed, max_pixels)) from None
+        pixels = int(size.group(1)) if size else None
+        if pixels is not None and pixels > max_pixels:
+            raise ImageReadError(source, _too_large(f"{pixels:,} pixels", max_pixels)) from None
+        claimed = f"{pixels:,} pixels" if pixels is not None else "the image"
+        raise ImageReadError(
+            source,
+            f"{claimed} is more than Pillow decodes in this format (twice "
+            f"PIL.Image.MAX_IMAGE_PIXELS); convert it to PNG or to a tiled TIFF",
+        ) from None
     _, channels, dtype = _pillow_mode(mode, source)
     return Header("pillow", (height, width, channels), np.dtype(dtype))
 
 
 def _pillow_decode(fp: IO[bytes], header: Header, max_pixels: int, source: str) -> NDArray:
-    _allow_pixels(max_pixels)
     with Image.open(fp) as img:
         img.load()
         target, channels, _ = _pillow_mode(img.mode, source)

@@ -162,11 +162,74 @@ def test_float_image_through_pillow(tmp_path, rng):
     np.testing.assert_array_equal(out[..., 0], f)
 
 
-def test_pillow_bomb_guard_lifted_to_max_pixels(tmp_path, rng, monkeypatch):
-    # Pillow itself would refuse this image (over twice its limit); ours allows it.
+def _png_palette(rng, path, **kw):
+    idx = rng.integers(0, 16, (40, 50), dtype=np.uint8)
+    img = Image.fromarray(idx, "P")
+    img.putpalette(rng.integers(0, 256, 48, dtype=np.uint8).tolist())
+    img.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng, p: save(p / "a.png", rgb(rng, 40, 50)),
+        lambda rng, p: save(p / "a.png", rng.integers(0, 256, (40, 50, 4), dtype=np.uint8)),
+        lambda rng, p: save(p / "a.png", rng.integers(0, 256, (40, 50, 2), np.uint8), "LA"),
+        lambda rng, p: save(p / "a.png", rng.integers(0, 65536, (40, 50), dtype=np.uint16)),
+        lambda rng, p: save(p / "a.png", rng.random((40, 50)) > 0.5),
+        lambda rng, p: _png_palette(rng, p / "a.png"),
+        lambda rng, p: _png_palette(rng, p / "a.png", transparency=3),
+        lambda rng, p: _png_palette(rng, p / "a.png", bits=4),
+        lambda rng, p: save(p / "a.jpg", rgb(rng, 40, 50), quality=90),
+        lambda rng, p: save(p / "a.jpg", rgb(rng, 40, 50), progressive=True),
+        lambda rng, p: save(p / "a.jpg", rng.integers(0, 256, (40, 50), dtype=np.uint8)),
+    ],
+    ids=[
+        *("rgb", "rgba", "la", "grey16", "bilevel", "palette", "palette-trns", "palette4"),
+        *("jpeg", "jpeg-progressive", "jpeg-grey"),
+    ],
+)
+def test_beyond_pillows_limit_decoded_alike_and_limit_kept(tmp_path, rng, monkeypatch, make):
+    # Pillow would warn about (or refuse) these images, over its limit; kmdist decodes
+    # PNG and JPEG beyond it with imagecodecs, to what Pillow gives, and leaves it as is.
+    path = make(rng, tmp_path)
+    expected = read(path)  # through Pillow
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
-    a = rgb(rng, 40, 50)
-    np.testing.assert_array_equal(read(save(tmp_path / "a.png", a)), a)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = open_image(path)
+        np.testing.assert_array_equal(img.compute(scheduler="sync"), expected)
+    assert img.dtype == expected.dtype
+    assert Image.MAX_IMAGE_PIXELS == 100
+
+
+def test_a_100_megapixel_png_decodes_and_pillows_limit_is_unchanged(tmp_path):
+    limit = Image.MAX_IMAGE_PIXELS
+    assert limit is not None and limit < 100_000_000  # Pillow's default: 89,478,485
+    height, width = 10_000, 10_000
+    row = b"\x00" + b"\x07" * width  # filter byte, then one grey level
+    path = tmp_path / "big.png"
+    path.write_bytes(png_file(width, height, 8, 0, row * height))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = open_image(path, chunks=(5_000, 5_000))
+        assert img.shape == (height, width, 1)
+        out = img[::2_500, ::2_500].compute(scheduler="sync")
+    assert out.shape == (4, 4, 1) and np.all(out == 7)
+    assert Image.MAX_IMAGE_PIXELS == limit  # noqa: SIM300 - the setting under test
+
+
+def test_pillow_formats_beyond_twice_its_limit_refused_with_a_clear_error(tmp_path, rng):
+    # A GIF, whose size kmdist does not read itself: Pillow refuses it from its header.
+    path = tmp_path / "big.gif"
+    Image.fromarray(rgb(rng, 10, 10)).save(path)
+    data = bytearray(path.read_bytes())
+    data[6:10] = (20_000).to_bytes(2, "little") * 2  # logical screen: 20,000 x 20,000
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageReadError, match="more than Pillow decodes") as err:
+        open_image(path)
+    assert str(err.value).startswith(f"{path}: 400,000,000 pixels is more than Pillow")
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "png", "png16"])
@@ -208,7 +271,7 @@ def test_huge_png_header_refused_before_decoding(tmp_path):
 
 
 def test_huge_jpeg_header_refused_naming_its_size(tmp_path, rng):
-    # Pillow's own guard refuses it on opening: the error still says the size claimed.
+    # Refused from its frame header, before Pillow opens it.
     data = bytearray(_jpeg(rgb(rng, 8, 8)))
     sof = data.index(b"\xff\xc0")
     data[sof + 5 : sof + 9] = (60_000).to_bytes(2, "big") * 2  # height, width
@@ -216,7 +279,7 @@ def test_huge_jpeg_header_refused_naming_its_size(tmp_path, rng):
     path.write_bytes(bytes(data))
     with pytest.raises(ImageReadError, match="tiled TIFF") as err:
         open_image(path)
-    assert str(err.value).startswith(f"{path}: 3,600,000,000 pixels is more than max_pixels=")
+    assert str(err.value).startswith(f"{path}: 60000 x 60000 pixels is more than max_pixels=")
 
 
 def test_max_pixels(tmp_path, rng):
