@@ -2,7 +2,7 @@
 
 The one-large-image issue asks for the codec pipeline to be at the floor. In one
 process, with no Dask, this reads the 64 MP benchmark image and writes level 0 as
-kmdist does (`kmdist.store._write.level_arrays`: the same shards, chunks and Blosc
+kmdist does (`kmdist.store.level_arrays`: the same shards, chunks and Blosc
 codecs): the labels of an earlier kmdist run on it, and the recoloured image. It does
 so with each configuration, interleaved, and reports the median seconds of the read and
 of the writes, and whether the bytes on disk are those of zarr-python's default.
@@ -34,7 +34,7 @@ from common import Row, machine, save
 from gigapixel import make_image
 
 from kmdist import Palette
-from kmdist.store._write import level_arrays
+from kmdist.store import level_arrays
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Where `kmdist segment`'s time goes on one large image: phase timers and task stream.
 
-Runs the steps of `kmdist.pipeline._batch.segment_one` for an 8-bit RGB image (the exact
+Runs the steps of `kmdist.pipeline.segment_one` for an 8-bit RGB image (the exact
 palette path) on kmdist's LocalCluster, with a timer between steps, then prints, from
 Dask's task stream, the compute and transfer seconds of each kind of task and how busy
 each worker was. The profile section of docs/benchmarks.md quotes its output.
@@ -57,30 +57,27 @@ def main() -> None:
     kind.add_argument("--threads", dest="processes", action="store_false")
     args = parser.parse_args()
     last = [T0]
-    from kmdist._dask import dask_client_soon
-    from kmdist.pipeline._kind import workers_kind
+    from kmdist.pipeline import Plan, Run
 
+    out = Path(tempfile.mkdtemp()) / "phases.zarr"
+    values = {"k": 16, "n_workers": args.workers, "processes": args.processes}
     # As `kmdist segment` does: a cluster of the same kind starts while the pipeline is
     # imported.
-    kind = workers_kind([args.image], args.processes)
-    with dask_client_soon(n_workers=args.workers, processes=kind) as soon:
+    with Plan(Run.from_values(args.image, out, values)).cluster() as soon:
         from distributed import get_task_stream
 
-        from kmdist.io._listing import expand
-        from kmdist.pipeline._image import _held, label_and_write
-        from kmdist.pipeline._options import SegmentOptions
-        from kmdist.pipeline._palettes import _exact_on_cluster
+        from kmdist import open_images
+        from kmdist.pipeline import SegmentOptions, hold_if_small, label_and_write, palette_for
 
         _mark("imports", last)
         soon()
         _mark("cluster ready", last)
-        (ref,) = expand(args.image, False)
+        (ref,) = open_images(args.image)
         opts = SegmentOptions(n_colors=16)
-        out = Path(tempfile.mkdtemp()) / "phases.zarr"
         try:
             with get_task_stream() as stream:
-                image = _held(ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels))
-                palette, table = _exact_on_cluster(image, opts)
+                image = hold_if_small(ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels))
+                palette, table = palette_for(image, opts)
                 _mark("histogram, palette and lookup table (on the workers)", last)
                 label_and_write(ref, image, out, palette, opts, lut=table)
                 _mark("labels and recoloured image written, every level", last)

@@ -127,13 +127,13 @@ def _touch(block: np.ndarray) -> np.ndarray:
 def level0_targets(out: Path, shape: tuple[int, ...]) -> tuple[Any, Any]:
     """Make level 0's label and recoloured-image arrays in a new store `out`, as kmdist does.
 
-    `kmdist.store._write.level_arrays`: the same shards, chunks and codecs, uint8 labels
+    `kmdist.store.level_arrays`: the same shards, chunks and codecs, uint8 labels
     (k = `K`). Returns the two zarr arrays.
     """
     import zarr
 
     from kmdist import Palette
-    from kmdist.store._write import level_arrays
+    from kmdist.store import level_arrays
 
     zarr.open_group(str(out), mode="w")
     palette = Palette(colors=np.zeros((K, 3)), counts=np.ones(K, dtype=np.int64), inertia=0.0)
@@ -144,20 +144,18 @@ def level0_targets(out: Path, shape: tuple[int, ...]) -> tuple[Any, Any]:
 
 def io_floor(src: Path, out: Path) -> None:
     """kmdist's reads and level-0 writes with nothing computed in between."""
-    from kmdist._dask import dask_client_soon
-    from kmdist.pipeline._kind import workers_kind
+    from kmdist.pipeline import Plan, Run
 
     # kmdist's own LocalCluster (same kind, workers and settings, started as `kmdist
     # segment` starts it, overlapping the imports), so only the compute differs.
-    kind = workers_kind([str(src)], None)
-    with dask_client_soon(n_workers=2, processes=kind) as client:
+    with Plan(Run.from_values(str(src), out, {"n_workers": 2})).cluster() as client:
         import dask.array as da
 
-        from kmdist.pipeline._image import _held
+        from kmdist.pipeline import hold_if_small
 
         client()
         # Held in the workers' memory exactly when kmdist holds it: then read once.
-        img = _held(da.from_zarr(str(src)))
+        img = hold_if_small(da.from_zarr(str(src)))
         # First read: what the histogram pass reads.
         img.map_blocks(_touch, chunks=(1, 1, 1), dtype=np.uint8).compute()
         # Second read, written as kmdist writes level 0: the first channel stands in

@@ -23,7 +23,6 @@ from sklearn.datasets import load_sample_image
 from kmdist import (
     ImageReadError,
     OutputError,
-    OutputExistsError,
     Palette,
     is_complete,
     list_segmentations,
@@ -32,7 +31,7 @@ from kmdist import (
     open_segmentation,
     write_segmentation,
 )
-from kmdist.store import _root
+from kmdist.store import OutputExistsError, _root
 
 
 def s3() -> fsspec.AbstractFileSystem:

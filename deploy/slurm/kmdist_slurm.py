@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from kmdist.pipeline import CLUSTER_OPTIONS, OPTIONS, add_options
+
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the command line: `run` or `serve`, and how many SLURM worker jobs."""
@@ -42,10 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="segment INPUTS into OUTPUT on SLURM workers, then stop")
     run.add_argument("inputs", nargs="+", help="folders, files, globs or archives")
     run.add_argument("-o", "--output", required=True, help="the OME-Zarr output store")
-    run.add_argument("-k", type=int, default=16, help="colours per palette (default 16)")
-    run.add_argument("--shared-palette", action="store_true")
-    run.add_argument("--preview", default=None, help="folder for PNG previews")
-    run.add_argument("--chunks", type=int, default=None)
+    # kmdist's options, as the flows take them; the cluster is this script's own.
+    add_options(run, front="flow", leave_out=CLUSTER_OPTIONS)
     cluster_options(run)
 
     serve = sub.add_parser("serve", help="keep a SLURM-backed Dask cluster up until Ctrl-C")
@@ -68,6 +68,18 @@ def start_cluster(jobs: int, adapt: bool) -> Any:
     return cluster
 
 
+def run_flow(args: argparse.Namespace, address: str) -> int:
+    """Run the segment-archive flow with the parsed options on the scheduler at `address`."""
+    from flows.segment import segment_archive
+
+    options = {o.name: getattr(args, o.name) for o in OPTIONS if o.name not in CLUSTER_OPTIONS}
+    state = segment_archive(
+        args.inputs, args.output, **options, dask_address=address, return_state=True
+    )
+    print(state.message or state.name)
+    return 0 if state.is_completed() else 1
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SLURM ends a job with SIGTERM: close the cluster cleanly
 
@@ -84,20 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("Serving; Ctrl-C (or the end of the job) stops the workers.", flush=True)
             while True:
                 time.sleep(60)
-        from flows.segment import segment_archive
-
-        state = segment_archive(
-            args.inputs,
-            args.output,
-            k=args.k,
-            shared_palette=args.shared_palette,
-            preview_dir=args.preview,
-            chunks=args.chunks,
-            dask_address=cluster.scheduler_address,
-            return_state=True,
-        )
-        print(state.message or state.name)
-        return 0 if state.is_completed() else 1
+        return run_flow(args, cluster.scheduler_address)
     except KeyboardInterrupt:
         return 0
     finally:

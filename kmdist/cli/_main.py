@@ -53,83 +53,47 @@ def _print_result(i: int, n: str, res: Any, applied: str | None = None) -> None:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from kmdist._dask import dask_client_soon
-    from kmdist.palette._limits import check_n_colors
-    from kmdist.pipeline._kind import workers_kind
+    from kmdist.pipeline import OPTIONS, Plan, Run
 
     try:
-        args.k = check_n_colors(args.k)
+        run = Run.from_values(
+            args.inputs, args.output, {o.name: getattr(args, o.name) for o in OPTIONS}
+        )
     except ValueError as exc:
         print(f"kmdist segment: error: {exc}", file=sys.stderr)
         return 2
+    plan = Plan(run)
     # The cluster starts while kmdist's pipeline is imported and the inputs are listed.
-    with dask_client_soon(
-        args.scheduler,
-        n_workers=args.workers,
-        processes=workers_kind(args.inputs, args.processes),
-        verbose=args.verbose,
-    ) as get_client:
-        return _segment_on(args, get_client)
+    with plan.cluster() as get_client:
+        return _segment_on(plan, get_client)
 
 
-def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
+def _segment_on(plan: Any, get_client: Any) -> int:
     from kmdist._dask import dashboard_link
     from kmdist.cli._progress import cluster_progress
-    from kmdist.io._errors import ImageReadError
-    from kmdist.pipeline._batch import CountedRefs, segment_stream
-    from kmdist.pipeline._options import OnExists, SegmentOptions
-    from kmdist.pipeline._palettes import load_palette
-    from kmdist.pipeline._summary import RunSummary
+    from kmdist.io import ImageReadError
+    from kmdist.pipeline import RunError
 
+    run = plan.run
     # Listed as the images are segmented: a million refs are never held. Every input is
     # checked, and the first image found, before anything is written.
     try:
-        found = CountedRefs.listing(args.inputs, follow_symlinks=args.follow_symlinks)
-    except ImageReadError as exc:
+        found = plan.check()
+    except RunError as exc:
         print(f"kmdist segment: error: {exc}", file=sys.stderr)
         return 1
-    opts = SegmentOptions(
-        n_colors=args.k,
-        method=args.method,
-        color_space=args.color_space,
-        random_state=args.seed,
-        init=args.init,
-        n_init=args.attempts,
-        max_iter=args.max_iter,
-        tol=args.tol,
-        eps=args.eps,
-        chunks=args.chunks,
-        max_pixels=args.max_pixels,
-    )
-    on_exists: OnExists = "overwrite" if args.overwrite else "skip" if args.resume else "error"
-    palette = None
-    if args.palette is not None:
-        try:
-            palette = load_palette(args.palette)
-        except (ValueError, OSError) as exc:
-            print(f"kmdist segment: error: --palette {args.palette}: {exc}", file=sys.stderr)
-            return 1
     # Totals only: per-image detail is printed as it comes and kept in the store.
-    summary = RunSummary()
+    summary = plan.summary
     shown_done: list[str] = []  # the first complete images, named if interrupted
     try:
         client = get_client()
         print(f"Dask dashboard: {dashboard_link(client)}", flush=True)
-        print(f"images -> {args.output}, listed as they go ([i/N+]: N found so far)", flush=True)
+        print(f"images -> {run.output}, listed as they go ([i/N+]: N found so far)", flush=True)
         with cluster_progress(client, sys.stderr):
-            for res in segment_stream(
-                found,
-                args.output,
-                opts,
-                shared=args.shared_palette,
-                palette=palette,
-                on_exists=on_exists,
-                preview_dir=args.preview,
-            ):
-                summary.add(res)
+            for res in plan.results():
                 if res.status == "done" and len(shown_done) < _NAMED:
                     shown_done.append(res.name)
-                _print_result(summary.total, found.so_far(), res, args.palette)
+                _print_result(summary.total, found.so_far(), res, run.palette)
     except ImageReadError as exc:  # a storage URL whose listing failed part way
         print(f"kmdist segment: error: {exc}", file=sys.stderr)
         summary.run_error = str(exc)
@@ -142,7 +106,7 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
             f"\nkmdist segment: interrupted after {summary.total} of {found.count} image(s) "
             f"found{'' if found.done else ' so far'}; "
             f"complete: {names or 'none'}. Rerun with --resume to finish the rest "
-            f"(`kmdist info --summary {args.output}` lists what is incomplete).",
+            f"(`kmdist info --summary {run.output}` lists what is incomplete).",
             file=sys.stderr,
             flush=True,
         )
@@ -158,8 +122,7 @@ def _segment_on(args: argparse.Namespace, get_client: Any) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from kmdist.store._errors import OutputError
-    from kmdist.store._read import iter_segmentations
+    from kmdist.store import OutputError, iter_segmentations
 
     complete, incomplete, shown = 0, [], 0
     try:
@@ -238,15 +201,9 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def _parser() -> argparse.ArgumentParser:
     from kmdist import __version__
+    from kmdist.pipeline import add_options
 
     parser = argparse.ArgumentParser(
         prog="kmdist", description="Colour segmentation of images at any scale."
@@ -264,60 +221,11 @@ def _parser() -> argparse.ArgumentParser:
             "KMEANS_RANDOM_CENTERS) is: --init random --attempts 10 --max-iter 100 --eps 0.85"
         ),
     )
-    seg.add_argument("inputs", nargs="+", metavar="INPUT")
-    seg.add_argument("-k", type=int, default=16, help="number of colours (default 16)")
+    seg.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="images, folders, globs, archives or URLs"
+    )
     seg.add_argument("-o", "--output", required=True, help="output Zarr store (OUT.zarr)")
-    seg.add_argument("--method", choices=["auto", "exact", "minibatch"], default="auto")
-    seg.add_argument("--color-space", choices=["rgb", "lab"], default="rgb")
-    which = seg.add_mutually_exclusive_group()
-    which.add_argument("--shared-palette", action="store_true", help="one palette for all images")
-    which.add_argument(
-        "--palette",
-        metavar="FILE|STORE[:NAME]",
-        help="label every image with a saved palette (JSON) or one from a store",
-    )
-    seg.add_argument("--seed", type=int, default=0)
-    seg.add_argument("--init", choices=["k-means++", "random"], default="k-means++")
-    seg.add_argument(
-        "--attempts", type=_positive_int, default=3, help="seedings tried (n_init, default 3)"
-    )
-    seg.add_argument("--max-iter", type=_positive_int, default=None)
-    seg.add_argument(
-        "--tol", type=float, default=0.0, help="relative shift tolerance (scikit-learn's tol)"
-    )
-    seg.add_argument(
-        "--eps", type=float, default=None, help="stop when no colour moves more (cv2's EPS)"
-    )
-    seg.add_argument("--chunks", type=_positive_int, default=None, help="chunk side in pixels")
-    seg.add_argument("--max-pixels", type=_positive_int, default=None, help="decode limit")
-    seg.add_argument("--scheduler", default=None, help="Dask scheduler address")
-    seg.add_argument("--workers", type=_positive_int, default=None, help="LocalCluster workers")
-    kind = seg.add_mutually_exclusive_group()
-    kind.add_argument(
-        "--processes",
-        dest="processes",
-        action="store_true",
-        default=None,
-        help="LocalCluster workers as processes (the default, but for one image)",
-    )
-    kind.add_argument(
-        "--threads",
-        dest="processes",
-        action="store_false",
-        help="LocalCluster workers as threads of this process (the default for one image "
-        "of at most 2**30 samples: 18,918 x 18,918 RGB)",
-    )
-    group = seg.add_mutually_exclusive_group()
-    group.add_argument("--overwrite", action="store_true", help="replace complete outputs")
-    group.add_argument("--resume", action="store_true", help="skip complete outputs")
-    seg.add_argument("--preview", default=None, metavar="DIR", help="write preview PNGs here")
-    seg.add_argument("--follow-symlinks", action="store_true")
-    seg.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        help="show Dask's own log lines, a failed task's traceback among them",
-    )
+    add_options(seg)
     seg.set_defaults(func=_segment)
 
     info = sub.add_parser("info", help="list the images of an output store")
@@ -347,10 +255,6 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     args = _parser().parse_args(argv)
-    if getattr(args, "max_pixels", 0) is None:
-        from kmdist.io._open import DEFAULT_MAX_PIXELS
-
-        args.max_pixels = DEFAULT_MAX_PIXELS
     return int(args.func(args))
 
 

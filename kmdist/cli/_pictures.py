@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from kmdist.kmeans._estimators import KMeans
+from kmdist.kmeans import KMeans
 
 __all__ = ["blobs_example", "china_examples", "digits_example"]
 
@@ -76,8 +76,7 @@ def china_examples(out: Path, *, random_state: int = 0) -> dict[str, Path]:
     import matplotlib.pyplot as plt
     from sklearn.datasets import load_sample_image
 
-    from kmdist.palette._assign import recolor, segment
-    from kmdist.palette._learn import learn_palette
+    from kmdist.palette import learn_palette, recolor, segment
 
     china = load_sample_image("china.jpg")
     image = da.from_array(china, chunks=(256, 256, 3))

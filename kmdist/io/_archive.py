@@ -19,8 +19,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
-from kmdist._fs import open_input
-from kmdist._fs import stat as input_stat
+from kmdist._fs import open_input, stat as input_stat
 from kmdist.io._errors import ImageReadError
 
 __all__ = [

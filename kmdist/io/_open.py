@@ -30,13 +30,19 @@ import dask.array as da
 
 from kmdist._fs import is_url
 from kmdist.io._archive import archive_kind
-from kmdist.io._chunks import Chunks
-from kmdist.io._chunks import aligned_chunks as _aligned_chunks  # noqa: F401  (tests import it from here)
+from kmdist.io._chunks import (
+    Chunks,
+    aligned_chunks as _aligned_chunks,  # noqa: F401  (tests import it from here)
+)
 from kmdist.io._decoded import DEFAULT_MAX_PIXELS
 from kmdist.io._errors import ImageReadError
 from kmdist.io._formats import open_source
-from kmdist.io._listing import IMAGE_SUFFIXES as IMAGE_SUFFIXES
-from kmdist.io._listing import ImageRef, stream_input, unique_names
+from kmdist.io._listing import (
+    IMAGE_SUFFIXES as IMAGE_SUFFIXES,
+    ImageRef,
+    stream_input,
+    unique_names,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",

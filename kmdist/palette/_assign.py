@@ -16,7 +16,7 @@ from dask.delayed import delayed
 from distributed import Future
 
 from kmdist._dask import active_client
-from kmdist.kmeans._lloyd import nearest
+from kmdist.kmeans import nearest
 from kmdist.palette._assign_kernels import color_planes, lut_labels
 from kmdist.palette._color import to_clustering_space
 from kmdist.palette._palette import Palette

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from dask.base import compute
 from dask.delayed import Delayed, delayed
 
-from kmdist.kmeans._rows import tree_reduce
+from kmdist.kmeans import tree_reduce
 from kmdist.palette._assign import is_rgb8, pack_rgb8, unpack_rgb8
 from kmdist.palette._counting import count_colors, merge_sorted_counts
 

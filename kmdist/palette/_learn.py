@@ -16,10 +16,20 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
-from kmdist.kmeans._lloyd import F64, LloydResult, lloyd, lloyd_dense, seed_centers
-from kmdist.kmeans._minibatch import MiniBatchState, best_seeding, run_minibatch
-from kmdist.kmeans._rows import ConcatRows, DaskRows, NumpyRows
-from kmdist.kmeans._validation import check_random_state
+from kmdist.kmeans import (
+    F64,
+    ConcatRows,
+    DaskRows,
+    LloydResult,
+    MiniBatchState,
+    NumpyRows,
+    best_seeding,
+    check_random_state,
+    lloyd,
+    lloyd_dense,
+    run_minibatch,
+    seed_centers,
+)
 from kmdist.palette._assign import is_rgb8
 from kmdist.palette._color import from_clustering_space, to_clustering_space
 from kmdist.palette._histogram import ColorHistogram, image_histogram

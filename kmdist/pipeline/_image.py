@@ -10,18 +10,21 @@ import dask.array as da
 
 from kmdist._dask import active_client
 from kmdist._fs import join
-from kmdist.io._listing import ImageRef
-from kmdist.palette._assign import segment
-from kmdist.palette._palette import Palette
-from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions, attempt
+from kmdist.io import ImageRef
+from kmdist.palette import Palette, segment
+from kmdist.pipeline._options import OnExists, SegmentOptions
 from kmdist.pipeline._palettes import palette_for
-from kmdist.store._blocks import blocks_for, write_blocks
-from kmdist.store._errors import OutputError
-from kmdist.store._preview import write_preview
-from kmdist.store._read import open_segmentation
-from kmdist.store._write import write_segmentation
+from kmdist.pipeline._result import ImageResult, attempt
+from kmdist.store import (
+    OutputError,
+    blocks_for,
+    open_segmentation,
+    write_blocks,
+    write_preview,
+    write_segmentation,
+)
 
-__all__ = ["label_and_write", "segment_one"]
+__all__ = ["hold_if_small", "label_and_write", "segment_one"]
 
 # Largest image (decoded bytes) held in the workers' memory between the two passes.
 _HOLD_BYTES = 512 << 20
@@ -48,7 +51,7 @@ def segment_one(
         image = ref.open(chunks=opts.chunks, max_pixels=opts.max_pixels)
         if pal is None:
             if opts.uses_histogram(image):
-                image = _held(image)
+                image = hold_if_small(image)
             pal, table = palette_for(image, opts)
         label_and_write(ref, image, store, pal, opts, lut=table, overwrite=on_exists == "overwrite")
         preview = None
@@ -98,7 +101,7 @@ def label_and_write(
     )
 
 
-def _held(image: da.Array) -> da.Array:
+def hold_if_small(image: da.Array) -> da.Array:
     """Return `image` held in the cluster's memory when small, so it is read once, not twice.
 
     The histogram pass and the labelling pass then share the decoded chunks. Images

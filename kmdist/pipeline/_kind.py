@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from kmdist.io._header import decoded_samples
+from kmdist.io import decoded_samples
 
 __all__ = ["THREADS_UP_TO", "workers_kind"]
 

@@ -19,24 +19,29 @@ import numpy.typing as npt
 from dask.delayed import delayed
 
 from kmdist._dask import active_client
-from kmdist.io._listing import ImageRef
-from kmdist.palette._assign import assign_pixels, build_lut, codes_labels
-from kmdist.palette._histogram import (
+from kmdist.io import ImageRef
+from kmdist.palette import (
     ColorHistogram,
+    Palette,
+    assign_pixels,
+    build_lut,
     chunk_histogram,
+    codes_labels,
     histogram_graph,
+    learn_palette,
     merge_histograms,
+    palette_from_histogram,
 )
-from kmdist.palette._learn import learn_palette, palette_from_histogram
-from kmdist.palette._palette import Palette
-from kmdist.pipeline._options import ImageResult, SegmentOptions, named
-from kmdist.store._errors import OutputError
+from kmdist.pipeline._options import SegmentOptions
+from kmdist.pipeline._result import ImageResult, named
+from kmdist.store import OutputError
 
 __all__ = [
     "exact_palette_and_lut",
     "load_palette",
     "palette_and_labels",
     "palette_for",
+    "shared_or_failed",
     "shared_palette",
 ]
 
@@ -162,6 +167,19 @@ def shared_palette(
     return pal, None, good, failed
 
 
+def shared_or_failed(
+    refs: Sequence[ImageRef], opts: SegmentOptions
+) -> tuple[Palette | None, Any, list[ImageRef], list[ImageResult]]:
+    """`shared_palette`, with a failure of the step itself failing every image, named."""
+    try:
+        return shared_palette(refs, opts)
+    except (ValueError, OSError) as exc:
+        failed = [
+            ImageResult(r.name, r.source, "failed", error=f"shared palette: {exc}") for r in refs
+        ]
+        return None, None, [], failed
+
+
 def _one_kind(
     refs: list[ImageRef],
     images: list[da.Array],
@@ -208,7 +226,7 @@ def load_palette(spec: str) -> Palette:
     ValueError
         (`PaletteError` or `OutputError`) naming `spec` when it cannot be read.
     """
-    from kmdist.store._read import iter_segmentations, open_segmentation
+    from kmdist.store import iter_segmentations, open_segmentation
 
     if spec.lower().endswith(".json"):
         return Palette.load(spec)

@@ -19,12 +19,12 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
-from kmdist.io._listing import ImageRef
-from kmdist.palette._assign import assign_pixels, scatter_everywhere
-from kmdist.palette._palette import Palette
-from kmdist.pipeline._options import ImageResult, OnExists, SegmentOptions, attempt, named
+from kmdist.io import ImageRef
+from kmdist.palette import Palette, assign_pixels, scatter_everywhere
+from kmdist.pipeline._options import OnExists, SegmentOptions
 from kmdist.pipeline._palettes import palette_and_labels
-from kmdist.store._write import write_segmentation
+from kmdist.pipeline._result import ImageResult, attempt, named
+from kmdist.store import write_segmentation
 
 __all__ = ["SMALL_PIXELS", "segment_small", "segment_small_batch", "small_batches_on_cluster"]
 

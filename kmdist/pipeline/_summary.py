@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmdist.pipeline._options import ImageResult
+from kmdist.pipeline._result import ImageResult
 
 __all__ = ["RunSummary"]
 
@@ -36,6 +36,8 @@ class RunSummary:
         Every failed image, in the order seen.
     retryable : int
         Failures from I/O errors that another attempt may not meet.
+    retried : int
+        Images tried again after an I/O error (each retry counted).
     slowest : list of (seconds, name)
         The slowest images segmented, slowest first (at most 10).
     run_error : str or None
@@ -50,6 +52,7 @@ class RunSummary:
     image_seconds: float = 0.0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     retryable: int = 0
+    retried: int = 0
     slowest: list[tuple[float, str]] = field(default_factory=list)
     run_error: str | None = None
     started: float = field(default_factory=time.perf_counter, repr=False)
@@ -81,6 +84,7 @@ class RunSummary:
         self.skipped += other.skipped
         self.failed += other.failed
         self.retryable += other.retryable
+        self.retried += other.retried
         self.pixels += other.pixels
         self.image_seconds += other.image_seconds
         self.failures.extend(other.failures)
@@ -97,6 +101,7 @@ class RunSummary:
             "done": self.done,
             "skipped": self.skipped,
             "failed": self.failed,
+            "retried": self.retried,
             "megapixels": round(self.pixels / 1e6, 3),
             "wall_seconds": round(wall, 2),
             "images_per_second": round(self.done / wall, 2) if wall > 0 else None,

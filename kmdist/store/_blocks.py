@@ -9,7 +9,7 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
-from kmdist.palette._palette import Palette
+from kmdist.palette import Palette
 
 __all__ = ["Labels", "blocks_for", "chunk_shape", "level_shapes", "sharding", "write_blocks"]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kmdist.palette._palette import Palette
+from kmdist.palette import Palette
 from kmdist.store._errors import OutputError
 
 __all__ = ["OME_VERSION", "SEGMENTATION", "SEG_PATH", "check_name", "multiscales", "omero"]

@@ -21,7 +21,7 @@ from dask.base import compute
 from PIL import Image
 
 from kmdist._fs import is_url, remote
-from kmdist.palette._palette import Palette
+from kmdist.palette import Palette
 
 __all__ = ["swatch_side", "write_preview"]
 

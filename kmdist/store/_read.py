@@ -11,7 +11,7 @@ import dask.array as da
 import numpy as np
 import zarr
 
-from kmdist.palette._palette import Palette, PaletteError
+from kmdist.palette import Palette, PaletteError
 from kmdist.store._errors import OutputError
 from kmdist.store._layout import SEG_PATH, check_name
 from kmdist.store._root import StoreRoot, open_root

@@ -32,7 +32,7 @@ import zarr
 from zarr.abc.store import Store
 
 from kmdist._fs import is_url, mtime, remote
-from kmdist.io._errors import describe
+from kmdist.io import describe
 from kmdist.store._errors import OutputError
 
 __all__ = ["LOCK_NAME", "OutputError", "StoreRoot", "image_lock", "open_root"]

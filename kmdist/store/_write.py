@@ -29,9 +29,7 @@ from zarr.core.metadata.v2 import ArrayV2Metadata
 from zarr.core.metadata.v3 import ArrayV3Metadata
 from zarr.core.sync_group import create_nodes as create_nodes_sync
 
-from kmdist.palette._assign import label_dtype, recolor_planes
-from kmdist.palette._assign_kernels import color_planes
-from kmdist.palette._palette import Palette
+from kmdist.palette import Palette, color_planes, label_dtype, recolor_planes
 from kmdist.store._blocks import Labels, chunk_shape, level_shapes, sharding
 from kmdist.store._claims import clear_previous, process_start, writing
 from kmdist.store._errors import OutputError

@@ -1,10 +1,11 @@
 """deploy/: an end-to-end run through real servers, and static checks of the recipes.
 
 The end-to-end tests start, on 127.0.0.1 only, `prefect server start` (SQLite), a
-`dask scheduler` with two `dask worker` processes, the work pools and a Prefect process
-worker, deploy `deploy/prefect.yaml` with `prefect deploy`, and run the `on-demand`
-deployment twice on the same archive: once undisturbed (compared with kmdist run in this
-process), once with a Dask worker killed part-way (compared with the undisturbed run).
+TLS-only `dask scheduler` (certificates from deploy/make-certs.sh) with two `dask worker`
+processes, the work pools and a Prefect process worker, deploy `deploy/prefect.yaml`
+with `prefect deploy`, and run the `on-demand` deployment twice on the same archive:
+once undisturbed (compared with kmdist run in this process), once with a Dask worker
+killed part-way (compared with the undisturbed run).
 Every process they start is stopped by process id, whatever happens.
 
 What cannot run here (a container engine, Kubernetes, SLURM) is checked statically: the
@@ -24,6 +25,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -171,7 +173,7 @@ class Stack:
 
     procs: Processes
     api: str  # http://127.0.0.1:PORT/api
-    scheduler: str  # tcp://127.0.0.1:PORT
+    scheduler: str  # tls://127.0.0.1:PORT (TLS only)
     dashboard: str  # http://127.0.0.1:PORT
     http: httpx.Client
 
@@ -233,6 +235,27 @@ class Stack:
         return dict(r.json())
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """The `export NAME='value'` lines of a shell file such as dask-tls.env."""
+    found = {}
+    for line in path.read_text().splitlines():
+        match = re.fullmatch(r"export ([A-Z0-9_]+)=(?:'([^']*)'|(\S*))", line.strip())
+        if match:
+            found[match.group(1)] = match.group(2) if match.group(2) is not None else match.group(3)
+    return found
+
+
+def dask_tls(folder: Path) -> dict[str, str]:
+    """Certificates made as the README says (deploy/make-certs.sh); their Dask settings."""
+    subprocess.run(
+        ["sh", str(DEPLOY / "make-certs.sh"), str(folder)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return read_env_file(folder / "dask-tls.env")
+
+
 def _clean_env(tmp: Path, api: str, scheduler: str) -> dict[str, str]:
     """The environment of every started process: ours, not the caller's Prefect/Dask."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DASK_"))}
@@ -253,15 +276,22 @@ def _clean_env(tmp: Path, api: str, scheduler: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """Prefect server, Dask scheduler + 2 workers, work pools, a worker, deployments."""
+    """Prefect server, Dask scheduler + 2 workers, work pools, a worker, deployments.
+
+    Dask as the README's section 1 starts it: TLS only, with deploy/make-certs.sh's
+    certificates and its dask-tls.env settings in every process's environment.
+    """
     tmp = tmp_path_factory.mktemp("deploy-e2e")
     api_port, sched_port, dash_port = free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}/api"
-    scheduler = f"tcp://127.0.0.1:{sched_port}"
-    env = _clean_env(tmp, api, scheduler)
+    scheduler = f"tls://127.0.0.1:{sched_port}"
+    env = {**_clean_env(tmp, api, scheduler), **dask_tls(tmp / "kmdist-tls")}
     procs = Processes(tmp, env)
-    http = httpx.Client(timeout=10)
-    stack = Stack(procs, api, scheduler, f"http://127.0.0.1:{dash_port}", http)
+    # The dashboard is HTTPS, its certificate signed by the cluster's authority.
+    http = httpx.Client(
+        timeout=10, verify=ssl.create_default_context(cafile=str(tmp / "kmdist-tls" / "ca.pem"))
+    )
+    stack = Stack(procs, api, scheduler, f"https://127.0.0.1:{dash_port}", http)
     prefect, dask = str(BIN / "prefect"), str(BIN / "dask")
     try:
         procs.start(
@@ -269,8 +299,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "--port", str(api_port),
         )  # fmt: skip
         procs.start(
-            "dask-scheduler", dask, "scheduler", "--host", "127.0.0.1", "--port",
-            str(sched_port), "--dashboard-address", f"127.0.0.1:{dash_port}",
+            "dask-scheduler", dask, "scheduler", "--protocol", "tls", "--host", "127.0.0.1",
+            "--port", str(sched_port), "--dashboard-address", f"127.0.0.1:{dash_port}",
         )  # fmt: skip
         for i in range(2):
             # --no-nanny: the pid is the worker itself, so killing it kills the worker.
@@ -412,8 +442,10 @@ def test_deployment_run_matches_in_process_result(
 ) -> None:
     # The same steps in this process, on threads: no Prefect, no cluster.
     reference = tmp_path / "reference.zarr"
-    opts = kmdist.SegmentOptions(n_colors=K, random_state=0, chunks=CHUNKS)
-    results = kmdist.segment_batch(kmdist.open_images(archive), reference, opts)
+    from kmdist.pipeline import SegmentOptions, segment_batch
+
+    opts = SegmentOptions(n_colors=K, random_state=0, chunks=CHUNKS)
+    results = segment_batch(kmdist.open_images(archive), reference, opts)
     assert all(r.status == "done" for r in results), results
     assert_same_segmentations(undisturbed.output, reference, names)
     # The run links the dashboard of the cluster it computed on.
@@ -651,13 +683,15 @@ def test_compose_services_agree_on_image_commands_ports_and_data() -> None:
     assert scheduler[:2] == ["dask", "scheduler"]
     assert option_value(scheduler, "--port") == str(SCHEDULER_PORT)
     assert option_value(scheduler, "--dashboard-address") == f":{DASHBOARD_PORT}"
-    published = {p.split(":")[0]: p.split(":")[1] for p in services["dask-scheduler"]["ports"]}
+    # HOST:PUBLISHED:TARGET (the host address is test_security.py's concern).
+    ports = [interpolate(p).split(":") for p in services["dask-scheduler"]["ports"]]
+    published = {p[-2]: p[-1] for p in ports}
     assert published == {
         str(SCHEDULER_PORT): str(SCHEDULER_PORT),
         str(DASHBOARD_PORT): str(DASHBOARD_PORT),
     }
 
-    address = f"tcp://dask-scheduler:{SCHEDULER_PORT}"
+    address = f"tls://dask-scheduler:{SCHEDULER_PORT}"
     worker = [interpolate(a) for a in services["dask-worker"]["command"]]
     assert worker[:3] == ["dask", "worker", address]
     assert services["dask-worker"]["deploy"]["replicas"]  # scalable: --scale dask-worker=N
@@ -665,7 +699,9 @@ def test_compose_services_agree_on_image_commands_ports_and_data() -> None:
     server = services["prefect-server"]
     assert server["command"][:3] == ["prefect", "server", "start"]
     assert option_value(server["command"], "--port") == str(PREFECT_PORT)
-    assert server["ports"] == [f"{PREFECT_PORT}:{PREFECT_PORT}"]
+    assert [interpolate(p).split(":", 1)[1] for p in server["ports"]] == [
+        f"{PREFECT_PORT}:{PREFECT_PORT}"
+    ]
     db_url = interpolate(server["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"])
     assert db_url.startswith("postgresql+asyncpg://") and "@postgres:5432/" in db_url
 
@@ -679,9 +715,10 @@ def test_compose_services_agree_on_image_commands_ports_and_data() -> None:
     assert env["DASK_SCHEDULER_ADDRESS"] == address
     # The flow run (in the Prefect worker) and the Dask workers see the same /data.
     mounts = {
-        interpolate(v) for s in ("prefect-worker", "dask-worker") for v in services[s]["volumes"]
+        s: [interpolate(v["source"]) for v in services[s]["volumes"] if v["target"] == "/data"]
+        for s in ("prefect-worker", "dask-worker")
     }
-    assert len(mounts) == 1 and mounts.pop().endswith(":/data")
+    assert mounts["prefect-worker"] == mounts["dask-worker"] and len(mounts["dask-worker"]) == 1
     assert deployment("nightly-archive")["parameters"]["inputs"].startswith("/data/")
 
 
@@ -716,8 +753,9 @@ def test_kubernetes_manifests_agree_on_image_commands_ports_and_data() -> None:
     assert worker["args"][:2] == ["dask", "worker"]  # the operator sets the scheduler address
 
     # Flow-run pods mount the same claim at the same path as the Dask workers.
-    (volume,) = cluster["spec"]["worker"]["spec"]["volumes"]
-    (mount,) = worker["volumeMounts"]
+    volumes = cluster["spec"]["worker"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if "persistentVolumeClaim" in v]
+    (mount,) = [m for m in worker["volumeMounts"] if m["name"] == volume["name"]]
     assert mount["name"] == volume["name"]
     claim = volume["persistentVolumeClaim"]["claimName"]
     assert resources[("PersistentVolumeClaim", claim)]["spec"]["accessModes"] == ["ReadWriteMany"]
@@ -729,7 +767,7 @@ def test_kubernetes_manifests_agree_on_image_commands_ports_and_data() -> None:
     settings = resources[("ConfigMap", "kmdist-settings")]["data"]
     name = cluster["metadata"]["name"]
     assert settings["DASK_SCHEDULER_ADDRESS"] == (
-        f"tcp://{name}-scheduler.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
+        f"tls://{name}-scheduler.{namespace}.svc.cluster.local:{SCHEDULER_PORT}"
     )
     assert re.fullmatch(rf"https?://[^/]+:{PREFECT_PORT}/api", settings["PREFECT_API_URL"])
     assert pworker["envFrom"] == [{"configMapRef": {"name": "kmdist-settings"}}]

@@ -12,8 +12,7 @@ import zarr
 from numpy.testing import assert_array_equal
 from sklearn.datasets import load_sample_image
 
-from flows.segment import main as flow_main
-from flows.segment import segment_archive, segment_image
+from flows.segment import main as flow_main, segment_archive, segment_image
 from kmdist import list_segmentations, open_segmentation
 from kmdist.cli import main as cli_main
 
@@ -380,21 +379,33 @@ def test_listing_hiccup_is_retried(archive, tmp_path, local_cluster, monkeypatch
     assert all(i.complete for i in list_segmentations(tmp_path / "o.zarr"))
 
 
-def test_batches_are_cut_from_the_stream():
-    from flows.segment import BATCH, _batches
+def test_cli_flows_and_slurm_front_end_give_the_same_stores(archive, tmp_path, local_cluster):
+    """One run, three front ends: the same options give the same outputs."""
+    import sys
+    from importlib import import_module
+    from pathlib import Path
 
-    pulled = []
-
-    def refs(n):
-        for i in range(n):
-            pulled.append(i)
-            yield i
-
-    # A short stream is split as a list of its length was: two batches a thread.
-    assert [len(b) for b in _batches(refs(100), 4)] == [16] * 6 + [4]
-    assert [len(b) for b in _batches(refs(40), 1)] == [20, 20]
-    # A long one is read a look-ahead at a time, never whole.
-    pulled.clear()
-    stream = _batches(refs(10**6), 4)
-    assert len(next(stream)) == BATCH and len(pulled) == 2 * 4 * BATCH
-    assert len(next(stream)) == BATCH and len(pulled) == 2 * 4 * BATCH
+    address, photos = local_cluster.scheduler_address, str(archive / "photos")
+    options = ["-k", "5", "--seed", "3", "--attempts", "2", "--tol", "1e-4", "--method", "exact"]
+    stores = {f: tmp_path / f"{f}.zarr" for f in ("cli", "flow", "slurm")}
+    cli = ["segment", photos, "-o", str(stores["cli"]), "--scheduler", address, *options]
+    assert cli_main(cli) == 0
+    assert flow_main([photos, "-o", str(stores["flow"]), "--dask-address", address, *options]) == 0
+    script = Path(__file__).parents[2] / "deploy" / "slurm" / "kmdist_slurm.py"
+    sys.path.insert(0, str(script.parent))
+    try:
+        slurm = import_module("kmdist_slurm")
+    finally:
+        sys.path.remove(str(script.parent))
+    args = slurm.build_parser().parse_args(["run", photos, "-o", str(stores["slurm"]), *options])
+    assert slurm.run_flow(args, address) == 0  # what `run` does once its SLURM jobs are up
+    names = [i.name for i in list_segmentations(stores["cli"]) if i.complete]
+    assert names == ["china-a", "china-b", "flower-a", "flower-b"]
+    for name in names:
+        ref = open_segmentation(stores["cli"], name)
+        assert ref.palette.k == 5
+        for other in ("flow", "slurm"):
+            seg = open_segmentation(stores[other], name)
+            assert seg.palette == ref.palette, (other, name)
+            assert_array_equal(seg.labels.compute(), ref.labels.compute())
+            assert_array_equal(seg.image.compute(), ref.image.compute())

@@ -8,8 +8,7 @@ import io
 import dask
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from PIL import Image
 
 from kmdist import ImageReadError, open_image

@@ -16,8 +16,7 @@ from dataclasses import replace
 from pathlib import Path, PurePath, PurePosixPath
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import kmdist
 from kmdist.io._errors import ImageReadError, describe

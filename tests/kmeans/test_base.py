@@ -8,8 +8,10 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning as SkConvergenceWarning
-from sklearn.exceptions import NotFittedError as SkNotFittedError
+from sklearn.exceptions import (
+    ConvergenceWarning as SkConvergenceWarning,
+    NotFittedError as SkNotFittedError,
+)
 
 import kmdist
 from kmdist import KMeans, MiniBatchKMeans

@@ -15,7 +15,8 @@ from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError as SkNotFittedError
 from sklearn.metrics import adjusted_rand_score
 
-from kmdist import ConvergenceWarning, KMeans, MiniBatchKMeans, NotFittedError
+from kmdist import ConvergenceWarning, KMeans, MiniBatchKMeans
+from kmdist.kmeans import NotFittedError
 from tests._computes import recorded_computes
 
 ESTIMATORS = [KMeans, MiniBatchKMeans]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import dask
 import dask.array as da
 import numpy as np
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from kmdist import KMeans, MiniBatchKMeans

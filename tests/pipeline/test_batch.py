@@ -10,16 +10,14 @@ import zarr
 from numpy.testing import assert_array_equal
 
 from kmdist import (
-    CountedRefs,
     ImageReadError,
-    SegmentOptions,
     learn_palette,
     list_segmentations,
     open_images,
     open_segmentation,
     segment,
-    segment_batch,
 )
+from kmdist.pipeline import CountedRefs, SegmentOptions, segment_batch
 
 
 def test_batch_isolates_the_corrupt_image(photos, tmp_path):
@@ -87,7 +85,7 @@ def test_sixteen_bit_goes_minibatch(tmp_path, rng):
 
 
 def test_a_saved_palette_labels_every_image_with_its_colours(photos, tmp_path):
-    from kmdist import load_palette
+    from kmdist.pipeline import load_palette
 
     refs = open_images(photos)
     first = tmp_path / "first.zarr"

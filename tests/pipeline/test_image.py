@@ -7,7 +7,8 @@ import zarr
 from numpy.testing import assert_array_equal
 from sklearn.datasets import load_sample_image
 
-from kmdist import SegmentOptions, open_images, open_segmentation, segment_batch
+from kmdist import open_images, open_segmentation
+from kmdist.pipeline import SegmentOptions, segment_batch
 from kmdist.pipeline._image import segment_one
 from kmdist.store._read import is_complete
 
@@ -35,17 +36,17 @@ def test_an_image_held_on_the_cluster_is_read_once_with_the_same_output(
     z[...] = load_sample_image("china.jpg")[100:300, 200:500]
     (ref,) = open_images(src)
     image = ref.open()
-    held = _image._held(image)
+    held = _image.hold_if_small(image)
     assert held is not image and len(futures_of(held)) == image.npartitions
     assert_array_equal(held.compute(), image.compute())
     opts = SegmentOptions(n_colors=6)
     calls = []
-    hold = _image._held
-    monkeypatch.setattr(_image, "_held", lambda im: calls.append(im) or hold(im))
+    hold = _image.hold_if_small
+    monkeypatch.setattr(_image, "hold_if_small", lambda im: calls.append(im) or hold(im))
     once = _image.segment_one(ref, tmp_path / "once.zarr", opts)
     assert len(calls) == 1  # the histogram path holds the image
     monkeypatch.setattr(_image, "_HOLD_BYTES", image.nbytes - 1)
-    assert _image._held(image) is image
+    assert _image.hold_if_small(image) is image
     twice = _image.segment_one(ref, tmp_path / "twice.zarr", opts)
     assert once.status == twice.status == "done"
     a, b = (

@@ -8,15 +8,8 @@ import pytest
 from numpy.testing import assert_array_equal
 from sklearn.datasets import load_sample_image
 
-from kmdist import (
-    OutputError,
-    Palette,
-    PaletteError,
-    SegmentOptions,
-    learn_palette,
-    load_palette,
-    write_segmentation,
-)
+from kmdist import OutputError, Palette, PaletteError, learn_palette, write_segmentation
+from kmdist.pipeline import SegmentOptions, load_palette
 from kmdist.pipeline._palettes import palette_for
 
 
@@ -67,7 +60,8 @@ def test_shared_palette_over_mixed_inputs_fails_the_odd_image_alone(tmp_path, ch
     image alone fails, named, and the others share one palette."""
     import imageio.v3 as iio
 
-    from kmdist import SegmentOptions, list_segmentations, open_images, segment_batch
+    from kmdist import list_segmentations, open_images
+    from kmdist.pipeline import SegmentOptions, segment_batch
 
     folder = tmp_path / "in"
     folder.mkdir()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from kmdist import SegmentOptions, list_segmentations, open_images, open_segmentation, segment_batch
-from kmdist.pipeline import _small
+from kmdist import list_segmentations, open_images, open_segmentation
+from kmdist.pipeline import SegmentOptions, _small, segment_batch
 from kmdist.pipeline._image import segment_one
 from kmdist.pipeline._small import segment_small, small_batches_on_cluster
 
@@ -78,8 +78,7 @@ def test_small_images_on_the_workers_match_the_chunked_path(photos, tmp_path, lo
 def test_a_stream_is_consumed_as_work_is_submitted(photos, tmp_path, local_client):
     # A stream of many images: at most a window of batches is read ahead of the first
     # result, and every image comes back.
-    from kmdist import iter_segment
-    from kmdist.pipeline import _small
+    from kmdist.pipeline import _small, iter_segment
 
     (ref,) = [r for r in open_images(photos) if r.name == "china"]
     pulled = []

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from kmdist import ImageResult, Palette, RunSummary
+from kmdist import Palette
+from kmdist.pipeline import ImageResult, RunSummary
 
 
 def result(i: int, status: str = "done", seconds: float = 0.01) -> ImageResult:
