@@ -46,10 +46,10 @@ class SegmentOptions:
     method: Method = "auto"
     color_space: ColorSpace = "rgb"
     random_state: int | None = 0
-    init: Init = "k-means++"
+    init: Init = "auto"
     n_init: int = 3
     max_iter: int | None = None
-    tol: float | None = 0.0
+    tol: float | None = None
     eps: float | None = None
     chunks: int | tuple[int, int] | None = None
     max_pixels: int = 1 << 30
@@ -167,7 +167,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "init",
         ("--init",),
-        "k-means++",
+        "auto",
         "how the first colours are chosen; auto: Wu's quantiser then k-means++ for images "
         "of at most 256x256 pixels, k-means++ above",
         choices=("auto", "wu", "k-means++", "random"),
@@ -184,7 +184,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "tol",
         ("--tol",),
-        0.0,
+        None,
         "relative shift tolerance, scikit-learn's tol (none: 1e-4 for images of at most "
         "256x256 pixels, 0 above; --tol 0 --init k-means++ is kmdist 0.1's palette)",
         float,

@@ -69,7 +69,7 @@ def test_an_io_error_is_retried_and_counted_a_bad_image_is_not(photos, tmp_path,
     assert calls.count("china") == 2
     assert sorted(i.name for i in list_segmentations(tmp_path / "o.zarr") if i.complete) == [
         "china",
-        "sub-flower",
+        "sub_flower",
     ]
 
 
