@@ -25,6 +25,7 @@ from typing import Any
 import dask
 from distributed import Client, LocalCluster, Scheduler, SpecCluster, default_client
 from distributed.deploy.subprocess import Subprocess
+from distributed.security import Security
 
 from kmdist._exit import skip_final_collection
 
@@ -298,6 +299,50 @@ def _await_workers(cluster: SpecCluster, n_workers: int) -> None:
         time.sleep(0.02)
 
 
+def _changed_config() -> dict[str, Any]:
+    """Dask's settings in this process that differ from Dask's defaults, as dotted keys.
+
+    What a LocalCluster's workers received from their Nanny: settings made in the
+    caller's files, environment or ``dask.config.set`` reach the worker processes too.
+    Dotted keys, because the Nanny merges them into the worker's configuration one
+    top-level key at a time. Values that JSON cannot carry (a function, say) stay here.
+    """
+    defaults = dask.config.merge(*dask.config.defaults)
+    changed: dict[str, Any] = {}
+
+    def walk(now: Any, default: Any, key: str) -> None:
+        if isinstance(now, dict) and isinstance(default, dict):
+            for k, v in now.items():
+                walk(v, default.get(k), f"{key}.{k}" if key else str(k))
+            return
+        if now == default:
+            return
+        try:
+            json.dumps(now)
+        except (TypeError, ValueError):
+            return
+        changed[key] = now
+
+    walk(dask.config.config, defaults, "")
+    return changed
+
+
+def _caller_path() -> str:
+    """Return the caller's import path beyond the interpreter's own, for worker processes.
+
+    Spawned workers used to copy ``sys.path``; a ``dask spec`` process builds its own, so
+    the caller's entries (its script's folder, a path added at run time) are given to it
+    in ``PYTHONPATH``: a task may refer to a module beside the caller's script.
+    """
+    own = (sys.prefix, sys.base_prefix)
+    return os.pathsep.join(p for p in sys.path if p and not p.startswith(own))
+
+
+def _security() -> Security:
+    """Return the security Dask's configuration asks for (certificates, encryption)."""
+    return Security()
+
+
 def _process_cluster(
     n_workers: int,
     threads_per_worker: int,
@@ -306,8 +351,13 @@ def _process_cluster(
     verbose: bool,
 ) -> SpecCluster:
     """Start a scheduler in this process (as a LocalCluster's) and `_NannyProcess` workers."""
+    security = _security()
+    # With `distributed.comm.require-encryption`, TLS between every part of the cluster:
+    # the worker processes read the same configuration (files, environment) as they start.
+    protocol = "tls" if security.require_encryption else "tcp"
     nanny: dict[str, Any] = {
         "host": "127.0.0.1",
+        "protocol": protocol,
         "nthreads": threads_per_worker,
         "memory_limit": memory_limit,
         # Workers import kmdist's pipeline (Dask arrays, Zarr, numba kernels) as they
@@ -317,15 +367,20 @@ def _process_cluster(
         # The configuration of this process that the workers need, explicitly: they
         # read Dask's from their own files and environment, as a remote cluster's do.
         "config": {
+            **_changed_config(),
             _VERBOSE_KEY: verbose,
             **{key: dask.config.get(key) for key in _SHORT_LOGS},
         },
     }
     env = {**_WORKER_MALLOC, _LOG_ENV: "info" if verbose else "warning"}
+    if path := _caller_path():
+        env["PYTHONPATH"] = path
     scheduler = {
         "cls": Scheduler,
         "options": {
             "host": "127.0.0.1",
+            "protocol": protocol,
+            "security": security,
             "dashboard": True,
             "dashboard_address": dashboard_address,
         },
@@ -335,7 +390,7 @@ def _process_cluster(
     }
     # The levels are `quiet_dask_logs`'s: the cluster's own silencing would hide the
     # warnings that matter too.
-    cluster = SpecCluster(workers, scheduler, silence_logs=False, name="kmdist")
+    cluster = SpecCluster(workers, scheduler, silence_logs=False, name="kmdist", security=security)
     try:
         _await_workers(cluster, n_workers)
     except BaseException:
@@ -357,14 +412,16 @@ def _local_cluster(
         return _process_cluster(
             workers, threads_per_worker, memory_limit, dashboard_address, verbose
         )
-    # One worker whose threads share its memory: no transfers between workers. TCP on
-    # the loopback, not inproc://, whose dashboard link names another interface than the
-    # dashboard listens on.
+    # One worker whose threads share its memory: no transfers between workers. TCP (or
+    # TLS where Dask's configuration requires encryption) on the loopback, not inproc://,
+    # whose dashboard link names another interface than the dashboard listens on.
+    security = _security()
     return LocalCluster(
         n_workers=1,
         threads_per_worker=workers * threads_per_worker,
         processes=False,
-        host="tcp://127.0.0.1",
+        host=f"{'tls' if security.require_encryption else 'tcp'}://127.0.0.1",
+        security=security,
         memory_limit=memory_limit,
         dashboard_address=dashboard_address,
         silence_logs=False,

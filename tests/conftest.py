@@ -61,7 +61,7 @@ def local_client(local_cluster):
 def worker_kinds(monkeypatch: pytest.MonkeyPatch) -> list[set[str]]:
     """The class names of each LocalCluster's workers that kmdist starts in the test.
 
-    ``{"Worker"}`` for threads of this process, ``{"Nanny"}`` for worker processes.
+    ``{"Worker"}`` for threads of this process, ``{"_NannyProcess"}`` for worker processes.
     """
     import kmdist._dask
 

@@ -172,3 +172,21 @@ def test_dask_debugging_logs_stop_growing_early_in_a_long_run(monkeypatch):
     ):
         [maxlen] = client.run(lambda dask_worker: dask_worker.profile_history.maxlen).values()
     assert maxlen == 500
+
+
+def test_worker_processes_get_the_callers_configuration_and_import_path(tmp_path, monkeypatch):
+    # As spawned LocalCluster workers did: a setting made at run time and a module beside
+    # the caller's script reach the worker processes, which run no caller's code.
+    import dask
+
+    (tmp_path / "kmdist_test_helper.py").write_text("def answer():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import kmdist_test_helper
+
+    with (
+        dask.config.set({"kmdist-test.setting": 7}),
+        dask_client(n_workers=1, processes=True) as client,
+    ):
+        assert client.submit(kmdist_test_helper.answer, pure=False).result() == 42
+        seen = client.run(lambda: dask.config.get("kmdist-test.setting", None))
+        assert list(seen.values()) == [7]

@@ -29,8 +29,7 @@ def workers_kind(inputs: Sequence[str], processes: bool | None) -> bool | None:
 
     `processes` when given; else False (threads) for a single input that is one image
     of at most `THREADS_UP_TO` samples by its header, and None otherwise, which leaves
-    the choice to `kmdist.dask_client` (processes, unless the caller's script would run
-    again in every worker process).
+    the choice to `kmdist.dask_client` (worker processes).
     """
     if processes is not None or len(inputs) != 1:
         return processes

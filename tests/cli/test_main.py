@@ -115,7 +115,7 @@ def test_threads_and_processes_flags_choose_the_workers_and_agree(folder, tmp_pa
         assert main(argv) == 0
         labels[flag] = [np.asarray(open_segmentation(out, n).labels) for n in ("china", "flower")]
     # Threads: one Worker in this process (its threads share memory); processes: Nannies.
-    assert worker_kinds == [{"Worker"}, {"Nanny"}]
+    assert worker_kinds == [{"Worker"}, {"_NannyProcess"}]
     for a, b in zip(labels["--threads"], labels["--processes"], strict=True):
         assert_array_equal(a, b)
 
@@ -135,7 +135,7 @@ def test_one_small_image_runs_on_threads_unless_asked(folder, tmp_path, worker_k
     # One image larger than the threads' limit: processes, as for a folder.
     monkeypatch.setattr(kmdist.pipeline._kind, "THREADS_UP_TO", 72 * 107 * 3 - 1)
     segment_to("c")
-    assert worker_kinds == [{"Worker"}, {"Nanny"}, {"Nanny"}]
+    assert worker_kinds == [{"Worker"}, {"_NannyProcess"}, {"_NannyProcess"}]
     a, b, c = (np.asarray(open_segmentation(tmp_path / f"{n}.zarr", "china").labels) for n in "abc")
     assert_array_equal(a, b)
     assert_array_equal(a, c)

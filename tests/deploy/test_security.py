@@ -523,6 +523,23 @@ def test_cli_on_the_tls_scheduler_gives_the_plain_local_clusters_labels(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("kind", ["--threads", "--processes"])
+def test_cli_with_the_tls_settings_runs_its_own_cluster_on_tls(
+    tls_cluster: TLSCluster, photo: Path, plain_reference: Path, tmp_path: Path, kind: str
+) -> None:
+    # Encryption required by Dask's configuration: kmdist's own local cluster (no
+    # --scheduler) speaks TLS between its parts, and serves its dashboard over HTTPS.
+    out = tmp_path / "local.zarr"
+    done = subprocess.run(
+        [str(BIN / "kmdist"), "segment", str(photo), "-k", str(K), "-o", str(out), kind],
+        env=tls_cluster.env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_array_equal(labels(out, photo.stem), labels(plain_reference, photo.stem))
+    assert re.search(r"Dask dashboard: https://127\.0\.0\.1:\d+/status", done.stdout)
+
+
+@pytest.mark.slow
 def test_flow_on_the_tls_scheduler_reports_to_an_authenticated_prefect(
     tls_cluster: TLSCluster,
     prefect_server: PrefectServer,
