@@ -1,7 +1,7 @@
 """The flow against the CLI on one large image, with Prefect's own floor measured beside.
 
 Issue 14 asks that a 64 MP image through the flow cost at most 1.15x ``kmdist segment``.
-Both run the same engine (`kmdist.iter_segment`); what the flow adds is Prefect's: its
+Both run the same engine (`kmdist.pipeline.Plan`); what the flow adds is Prefect's: its
 imports, the flow and task runs it creates through the API, the flow run's heartbeat
 and a slower interpreter exit. This script runs, interleaved (each its own process, into
 an empty output, against a ``prefect server`` started before, whose start-up is
