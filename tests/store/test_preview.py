@@ -9,11 +9,22 @@ import dask.array as da
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from kmdist.store._preview import swatch_side, write_preview
 from tests._computes import recorded_computes
 from tests.store._helpers import make_labels, make_palette
+
+
+def _swatches(png, h):
+    """The swatch area below the halves of height `h`."""
+    area = png[h:]
+    assert area.shape[0] > 0
+    return area
+
+
+def _has(area, color, least=20):
+    return int(np.all(area == color, axis=-1).sum()) >= least
 
 
 def test_preview_rgb(tmp_path, sample, rng):
@@ -28,18 +39,60 @@ def test_preview_rgb(tmp_path, sample, rng):
     )
     assert path == tmp_path / "prev" / "photo.png"
     png = np.asarray(Image.open(path))
-    # stride ceil(500 / 128) = 4: halves of 75 x 125, then one row of 5 swatches of 32 px
-    side = swatch_side(5, 250)
-    assert side == 32 and png.shape == (75 + 32, 250, 3)
+    # stride ceil(500 / 128) = 4: halves of 75 x 125, the palette below them
+    assert png.shape[1:] == (250, 3) and png.shape[0] > 75
     assert_array_equal(png[:75, :125], original[::4, ::4])
     rgba = palette.display_rgba()
     assert_array_equal(png[:75, 125:], rgba[labels[::4, ::4], :3])
-    for i in range(5):
-        assert_array_equal(
-            png[75:, i * side : (i + 1) * side], np.broadcast_to(rgba[i, :3], (32, 32, 3))
-        )
-    assert (png[75:, 5 * side :] == 255).all()
+    area = _swatches(png, 75)
+    for color in rgba[:, :3]:
+        assert _has(area, color)
     assert sorted(p.name for p in path.parent.iterdir()) == ["photo.png"]  # no temp files
+
+
+def test_preview_swatches_span_the_width_with_hex_and_share(tmp_path, rng, monkeypatch):
+    labels, counts = make_labels((120, 200), 6, rng)
+    palette = make_palette(counts, rng)
+    drawn: list[str] = []
+    text = ImageDraw.ImageDraw.text
+
+    def recording(self, xy, words, *args, **kwargs):
+        drawn.append(words)
+        return text(self, xy, words, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", recording)
+    png = preview(
+        tmp_path / "p.png", rng.integers(0, 256, (120, 200, 3), np.uint8), labels, palette
+    )
+    rgba = palette.display_rgba()[:, :3]
+    area = _swatches(png, 120)
+    # Six colours on a 400-pixel preview: one row, from the left edge to the right one.
+    assert_array_equal(area[0, 0], rgba[0])
+    assert_array_equal(area[0, -1], rgba[-1])
+    assert all(_has(area, color) for color in rgba)
+    # Each swatch says its colour and its share of the pixels, in label order.
+    shares = [f"{100 * c / counts.sum():.1f}%" for c in counts]
+    assert drawn == [w for pair in zip(palette.hex_colors(), shares, strict=True) for w in pair]
+    # ... in ink that stands out: every swatch holds pixels of another shade (its text).
+    for color in rgba:
+        ys, xs = np.nonzero(np.all(area == color, axis=-1))
+        box = area[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        assert np.any(box != color, axis=-1).sum() > 50
+
+
+def test_preview_sixteen_colours_fill_two_even_rows(tmp_path, rng):
+    labels, counts = make_labels((300, 400), 16, rng)
+    palette = make_palette(counts, rng)
+    png = preview(
+        tmp_path / "p.png", rng.integers(0, 256, (300, 400, 3), np.uint8), labels, palette
+    )
+    rgba = palette.display_rgba()[:, :3]
+    area = _swatches(png, 300)
+    top, bottom = area[0], area[-1]
+    assert_array_equal(top[0], rgba[0])
+    assert_array_equal(top[-1], rgba[7])
+    assert_array_equal(bottom[0], rgba[8])
+    assert_array_equal(bottom[-1], rgba[15])
 
 
 @pytest.mark.parametrize("dtype", ["uint16", "float32"])
@@ -52,8 +105,8 @@ def test_preview_grey_scaled_to_8_bit(tmp_path, rng, dtype):
         tmp_path / "g.png", da.from_array(original, chunks=32), da.from_array(labels), palette
     )
     png = np.asarray(Image.open(path))
-    side = swatch_side(3, 80)
-    assert png.shape == (64 + side, 80, 3)
+    assert png.shape[1:] == (80, 3) and png.shape[0] > 64
+    assert all(_has(png[64:], c) for c in palette.display_rgba()[:, :3])
     left = png[:64, :40]
     assert (left[..., 0] == left[..., 2]).all()  # grey
     assert left[0, 0, 0] == 0 and left[-1, -1, 0] == 255
@@ -67,9 +120,13 @@ def test_preview_wraps_many_swatches(tmp_path, rng):
     png = np.asarray(
         Image.open(write_preview(tmp_path / "m.png", original, da.from_array(labels), palette))
     )
-    # 60 px wide: 8 px swatches, 7 a row, 6 rows for 40 colours
+    # 60 px wide, too narrow for 40 labels: plain 8 px swatches, 7 a row in columns
+    # sharing the width (edges at round(c * 60 / 7)), 6 rows for 40 colours
     assert png.shape == (20 + 6 * 8, 60, 3)
-    assert_array_equal(png[20 + 5 * 8, 4 * 8], palette.display_rgba()[39, :3])
+    rgba = palette.display_rgba()[:, :3]
+    assert_array_equal(png[20 + 5 * 8, 34], rgba[39])  # row 5, column 4
+    assert_array_equal(png[20, 59], rgba[6])  # the first row ends at the right edge
+    assert all(_has(png[20:], c, least=8) for c in rgba)
 
 
 def test_preview_computes_only_the_small_arrays(tmp_path, sample, rng):
@@ -143,24 +200,34 @@ def test_preview_refuses_a_bad_max_side(tmp_path, rng, max_side):
 
 
 @pytest.mark.parametrize(
-    ("max_side", "half", "canvas"),
+    ("max_side", "half", "width"),
     [
-        # one row of 32-pixel swatches below halves 2 * w wide, unless noted
-        (500, (300, 500), (332, 1000)),  # fits: stride 1
-        (1000, (300, 500), (332, 1000)),
-        (499, (150, 250), (182, 500)),  # stride 2
-        (250, (150, 250), (182, 500)),
-        (249, (100, 167), (132, 334)),  # stride 3: ceil(500 / 3) = 167
-        (1, (1, 1), (1 + 5 * 8, 2)),  # stride 500; 8-pixel swatches, one a row, cropped
+        (500, (300, 500), 1000),  # fits: stride 1
+        (1000, (300, 500), 1000),
+        (499, (150, 250), 500),  # stride 2
+        (250, (150, 250), 500),
+        (249, (100, 167), 334),  # stride 3: ceil(500 / 3) = 167
+        (1, (1, 1), 2),  # stride 500
     ],
 )
-def test_preview_stride(tmp_path, sample, rng, max_side, half, canvas):
+def test_preview_stride(tmp_path, sample, rng, max_side, half, width):
     labels, palette = sample
     original = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
     png = preview(tmp_path / "p.png", original, labels, palette, max_side=max_side)
     stride = -(-500 // max_side)
-    assert png.shape == (*canvas, 3)
+    assert png.shape[1:] == (width, 3) and png.shape[0] > half[0]
     assert_array_equal(png[: half[0], : half[1]], original[::stride, ::stride])
+    assert_array_equal(png[half[0], 0], palette.display_rgba()[0, :3])
+
+
+def test_preview_of_one_pixel_has_plain_swatches_cropped_to_its_width(tmp_path, sample, rng):
+    labels, palette = sample
+    original = rng.integers(0, 256, (300, 500, 3), dtype=np.uint8)
+    png = preview(tmp_path / "p.png", original, labels, palette, max_side=1)
+    # 2 px wide: no room for a label; 8 px swatches, one a row, cropped
+    assert png.shape == (1 + 5 * 8, 2, 3)
+    for i, color in enumerate(palette.display_rgba()[:, :3]):
+        assert_array_equal(png[1 + i * 8, 0], color)
 
 
 def test_preview_of_a_two_dimensional_original_is_grey(tmp_path, rng):
