@@ -51,7 +51,11 @@ EXACT_TOL = 1e-4
 
 
 class FewerColorsWarning(UserWarning):
-    """The images have fewer distinct colours than asked for; the palette is smaller."""
+    """The images have fewer distinct colours than asked for; the palette is smaller.
+
+    Raised by `learn_palette`; `palette_from_histogram` and kmdist's pipeline leave the
+    news to the result's `Palette.shortfall`.
+    """
 
 
 def _check_space(color_space: str, channels: int) -> ColorSpace:
@@ -113,7 +117,8 @@ def palette_from_histogram(
     hist : ColorHistogram
         Distinct colours and their counts (see `image_histogram`).
     n_colors : int, default=16
-        Colours wanted; fewer (with a FewerColorsWarning) if the histogram has fewer.
+        Colours wanted; fewer if the histogram has fewer, which the palette's
+        `Palette.shortfall` says (no warning: `learn_palette` warns).
     color_space : {'rgb', 'lab'}, default='rgb'
         Space to cluster in.
     random_state : int or None, default=0
@@ -146,12 +151,9 @@ default='auto'
     if hist.n_colors == 0:
         raise ValueError("the histogram is empty: no pixels to learn colours from")
     if hist.n_colors < k:
-        warnings.warn(
-            f"only {hist.n_colors} distinct colours found; the palette has {hist.n_colors} "
-            f"colours instead of {k}",
-            FewerColorsWarning,
-            stacklevel=2,
-        )
+        # No warning here: the palette says so itself (`Palette.shortfall`), which
+        # `kmdist segment` and the flows report on the image's own line. A warning
+        # raised on a worker would print a second, raw copy (issue 30).
         k = hist.n_colors
     rows = NumpyRows(
         to_clustering_space(hist.colors(), space, "uint8"), hist.counts.astype(np.float64)
@@ -428,6 +430,12 @@ default='auto'
     -------
     Palette
 
+    Warns
+    -----
+    FewerColorsWarning
+        When the images have fewer distinct colours than `n_colors` (8-bit RGB): the
+        palette has the colours there are, and `Palette.shortfall` says so too.
+
     Examples
     --------
     >>> import numpy as np
@@ -460,7 +468,7 @@ default='auto'
             f"{arrays[0].shape[2]} channels; use method='minibatch' or 'auto'"
         )
     if rgb8 and method != "minibatch":
-        return palette_from_histogram(
+        palette = palette_from_histogram(
             image_histogram(arrays),
             k,
             color_space=space,
@@ -471,6 +479,16 @@ default='auto'
             tol=tol,
             eps=eps,
         )
+        if palette.k < k:
+            # For a caller of this function; kmdist's pipeline calls
+            # `palette_from_histogram`, whose result carries the news alone.
+            warnings.warn(
+                f"only {palette.k} distinct colours found; the palette has {palette.k} "
+                f"colours instead of {k}",
+                FewerColorsWarning,
+                stacklevel=2,
+            )
+        return palette
     if isinstance(init, str) and init == "wu":
         raise ValueError(
             "init='wu' cuts boxes of an 8-bit RGB colour histogram (method='exact'); "

@@ -59,6 +59,29 @@ def test_segment_verbose_shows_dask_and_the_worker_traceback(folder, tmp_path):
     assert f"kmdist segment: {folder / 'cut.jpg'}: cannot decode the image" in proc.stderr
 
 
+@pytest.mark.slow
+def test_fewer_colours_said_once_as_kmdists_line(tmp_path):
+    # A single-colour image among photos: kmdist's "warning:" line under its result,
+    # not a second, raw Python warning from the worker that fitted the palette.
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    iio.imwrite(folder / "flat.png", np.full((30, 40, 3), (200, 30, 30), np.uint8))
+    iio.imwrite(folder / "noise.png", rng.integers(0, 256, (30, 40, 3), dtype=np.uint8))
+    argv = ["segment", str(folder), "-k", "4", "-o", str(tmp_path / "o.zarr"), "--workers", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "kmdist.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    said = [line for line in output.splitlines() if "distinct colour" in line]
+    assert said == ["    warning: only 1 distinct colour(s) in the image: 1 colour(s) instead of 4"]
+    assert "FewerColorsWarning" not in output, output
+
+
 def test_info_prints_height_width_channels(tmp_path, capsys):
     from kmdist import Palette, write_segmentation
     from kmdist.cli import main

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import dask.array as da
 import numpy as np
@@ -126,9 +128,27 @@ def test_shared_palette_over_images(small_china):
 def test_fewer_colours_warns_and_shrinks():
     img = np.zeros((10, 10, 3), np.uint8)
     img[5:] = [255, 255, 255]
-    with pytest.warns(FewerColorsWarning, match="only 2 distinct colours"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         pal = learn_palette(img, 16)
+    # Once, for this caller, pointing at this file (not at kmdist's own lines).
+    (warning,) = caught
+    assert warning.category is FewerColorsWarning and warning.filename == __file__
+    message = "only 2 distinct colours found; the palette has 2 colours instead of 16"
+    assert str(warning.message) == message
     assert pal.k == 2 and pal.n_clusters == 16
+
+
+def test_palette_from_histogram_says_fewer_colours_in_the_palette_not_by_a_warning():
+    # The pipeline's call: on a worker a warning would print a second, raw copy of what
+    # `kmdist segment` reports from `Palette.shortfall` (issue 30).
+    img = np.zeros((10, 10, 3), np.uint8)
+    img[5:] = [255, 255, 255]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pal = palette_from_histogram(chunk_histogram(img), 16)
+    assert pal.k == 2
+    assert pal.shortfall == "only 2 distinct colour(s) in the image: 2 colour(s) instead of 16"
 
 
 @pytest.mark.parametrize(
