@@ -9,7 +9,7 @@ import dask.array as da
 import numpy as np
 import numpy.typing as npt
 
-from kmdist.palette import Palette
+from kmdist.store._layout import Colours
 
 __all__ = ["Labels", "blocks_for", "chunk_shape", "level_shapes", "sharding", "write_blocks"]
 
@@ -67,7 +67,7 @@ def chunk_shape(labels: Labels) -> tuple[int, int]:
     return default
 
 
-def write_blocks(image: da.Array, palette: Palette) -> tuple[tuple[int, int], tuple[int, int]]:
+def write_blocks(image: da.Array, palette: Colours) -> tuple[tuple[int, int], tuple[int, int]]:
     """Return the output's Zarr chunk for `image` and the block to label it in.
 
     See `blocks_for`; the recoloured image has `palette`'s channels and dtype.

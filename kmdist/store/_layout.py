@@ -14,14 +14,48 @@ after every array is fully written.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
-from kmdist.palette import Palette
 from kmdist.store._errors import OutputError
 
-__all__ = ["OME_VERSION", "SEGMENTATION", "SEG_PATH", "check_name", "multiscales", "omero"]
+__all__ = [
+    "OME_VERSION",
+    "SEGMENTATION",
+    "SEG_PATH",
+    "Colours",
+    "check_name",
+    "multiscales",
+    "omero",
+]
+
+
+class Colours(Protocol):
+    """What the store needs to know of an image's colours (a `kmdist.Palette` is one).
+
+    The store writes labels, the image recoloured through `colors_as`, the display
+    colours of `display_rgba` and the items of `to_dict`; it knows no more of palettes,
+    which the engine learns and hands down.
+    """
+
+    @property
+    def k(self) -> int:
+        """Number of labels."""
+
+    @property
+    def channels(self) -> int:
+        """Channels of the recoloured image."""
+
+    def colors_as(self, dtype: npt.DTypeLike | None = None) -> npt.NDArray[Any]:
+        """One value per label and channel, in the image's dtype: shape (k, channels)."""
+
+    def display_rgba(self) -> npt.NDArray[np.uint8]:
+        """One opaque 8-bit RGBA colour per label, for viewers: shape (k, 4)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON description (colors, counts, inertia, ...), stored with the image."""
 
 OME_VERSION = "0.5"
 
@@ -70,7 +104,7 @@ def multiscales(name: str, n_levels: int, channel_axis: bool) -> list[dict[str, 
     return [{"name": name, "axes": axes, "datasets": datasets}]
 
 
-def omero(palette: Palette) -> dict[str, Any] | None:
+def omero(palette: Colours) -> dict[str, Any] | None:
     """Channel display hints so viewers compose RGB (or grey) images as such."""
     if palette.channels == 3:
         colors = ["FF0000", "00FF00", "0000FF"]
@@ -79,11 +113,12 @@ def omero(palette: Palette) -> dict[str, Any] | None:
         colors, labels = ["FFFFFF"], ["grey"]
     else:
         return None
-    dtype = np.dtype(palette.dtype)
+    values = palette.colors_as()
+    dtype = values.dtype
     if dtype.kind in "iu":
         lo, hi = float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)
     else:
-        lo, hi = min(float(palette.colors.min()), 0.0), max(float(palette.colors.max()), 1.0)
+        lo, hi = min(float(values.min()), 0.0), max(float(values.max()), 1.0)
     window = {"min": lo, "max": hi, "start": lo, "end": hi}
     channels = [
         {"label": label, "color": color, "active": True, "window": window}
