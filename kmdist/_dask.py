@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -100,6 +101,9 @@ _VERBOSE_KEY = "kmdist.dask-verbose"
 _LOG_ENV = "DASK_LOGGING__DISTRIBUTED"
 
 _log = logging.getLogger(__name__)
+
+# Where a local cluster's dashboard listens unless the caller says otherwise.
+DEFAULT_DASHBOARD = "127.0.0.1:8787"
 
 
 def active_client() -> Client | None:
@@ -193,7 +197,7 @@ def dask_client(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: str | float | None = "auto",
-    dashboard_address: str = "127.0.0.1:8787",
+    dashboard_address: str = DEFAULT_DASHBOARD,
     processes: bool | None = None,
     verbose: bool = False,
 ) -> Iterator[Client]:
@@ -399,6 +403,27 @@ def _process_cluster(
     return cluster
 
 
+def _dashboard_address(address: str, verbose: bool) -> str:
+    """`address`, or the same host on any free port when it is the default and taken.
+
+    Dask would take another port too, with a four-line warning beside kmdist's own line
+    that names the dashboard's real address (`dashboard_link`). An address the caller
+    chose, and any with `verbose`, is left to Dask and its warning.
+    """
+    if verbose or address != DEFAULT_DASHBOARD:
+        return address
+    host, _, port = address.rpartition(":")
+    with socket.socket() as probe:
+        # As Tornado binds its listening socket: a port held only by a closed
+        # connection's TIME_WAIT is free to it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return f"{host}:0"
+    return address
+
+
 def _local_cluster(
     n_workers: int | None,
     threads_per_worker: int,
@@ -408,6 +433,7 @@ def _local_cluster(
     verbose: bool,
 ) -> SpecCluster:
     workers = n_workers or max(1, os.cpu_count() or 1)
+    dashboard_address = _dashboard_address(dashboard_address, verbose)
     if processes:
         return _process_cluster(
             workers, threads_per_worker, memory_limit, dashboard_address, verbose
@@ -436,7 +462,7 @@ def dask_client_soon(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     memory_limit: str | float | None = "auto",
-    dashboard_address: str = "127.0.0.1:8787",
+    dashboard_address: str = DEFAULT_DASHBOARD,
     processes: bool | None = None,
     verbose: bool = False,
 ) -> Iterator[Callable[[], Client]]:
@@ -485,10 +511,31 @@ def dask_client_soon(
             # After the client, as `dask_client` closes them. A cluster that failed to
             # start has nothing to close; its error reached the block from `client()`.
             if starting is not None and starting.exception() is None:
-                starting.result().close()
+                cluster = starting.result()
+                _close_dashboard(cluster)
+                cluster.close()
         finally:
             short_logs.__exit__(None, None, None)
             restore()
+
+
+async def _stop_dashboard(server: Any) -> None:
+    server.stop()  # accept no new requests
+    await server.close_all_connections()
+
+
+def _close_dashboard(cluster: SpecCluster) -> None:
+    """Stop a local cluster's dashboard server before the cluster closes.
+
+    Dask stops the dashboard's Bokeh application first and its HTTP server after: a
+    browser tab open on the dashboard meanwhile makes requests that the stopping
+    application answers with a 14-line "Bokeh Tornado application is stopping"
+    traceback. Closed here first (Tornado's `HTTPServer.stop` and
+    `close_all_connections`), the server takes no request while Bokeh stops.
+    """
+    server = getattr(cluster.scheduler, "services", {}).get("dashboard")
+    if server is not None:
+        cluster.sync(_stop_dashboard, server)
 
 
 def dashboard_link(client: Client) -> str:
