@@ -1,7 +1,11 @@
-"""Decode the 16-bit colour PNGs that Pillow cannot keep at 16 bits.
+"""Decode the 16-bit colour PNGs that Pillow cannot keep at 16 bits, with imagecodecs.
 
-Pillow reduces 16-bit RGB, RGBA and grey+alpha PNGs to 8 bits, so these few are decoded
-here, with zlib and NumPy.
+Pillow reduces 16-bit RGB, RGBA and grey+alpha PNGs to 8 bits; imagecodecs (libpng)
+keeps them. An interlaced one is decoded a pass at a time: libpng prints a line to
+stderr for every interlaced PNG imagecodecs hands it whole ("Interlace handling should be
+turned on when using png_read_image"), which no setting silences. Each Adam7 pass is a
+small non-interlaced PNG of its own (its filtered rows, wrapped in IHDR and IDAT), so
+libpng still does the unfiltering and this module only places the passes' pixels.
 """
 
 from __future__ import annotations
@@ -63,26 +67,45 @@ def png_info(head: bytes) -> PngInfo | None:
 
 def png16_decode(data: bytes, info: PngInfo) -> NDArray:
     """Decode a whole 16-bit colour PNG to uint16 (y, x, c), alpha dropped."""
+    import imagecodecs  # here: `kmdist.io` is imported by runs that read no such PNG
+
+    arr = _passes(data, info) if info.interlaced else imagecodecs.png_decode(data)
+    arr = np.asarray(arr).reshape(info.height, info.width, -1)
+    return np.ascontiguousarray(arr[..., : info.channels])
+
+
+def _passes(data: bytes, info: PngInfo) -> NDArray:
+    """Decode an Adam7 PNG pass by pass, each pass's rows as a PNG of their own."""
+    import imagecodecs
+
     samples = _PNG16_SAMPLES[info.colour]
-    bpp = 2 * samples
-    passes = _ADAM7 if info.interlaced else ((0, 0, 1, 1),)
-    sizes = [
-        (-(-(info.height - y0) // dy), -(-(info.width - x0) // dx)) for x0, y0, dx, dy in passes
-    ]
-    expected = sum(h * (1 + w * bpp) for h, w in sizes if h > 0 and w > 0)
-    raw = zlib.decompressobj().decompress(_png_idat(data), expected)
-    if len(raw) < expected:
-        raise ValueError(f"truncated PNG data: {len(raw):,} of {expected:,} bytes")
+    raw = zlib.decompress(_png_idat(data))
     out = np.empty((info.height, info.width, samples), np.uint16)
     pos = 0
-    for (x0, y0, dx, dy), (h, w) in zip(passes, sizes, strict=True):
+    for x0, y0, dx, dy in _ADAM7:
+        h, w = -(-(info.height - y0) // dy), -(-(info.width - x0) // dx)
         if h <= 0 or w <= 0:
-            continue  # an empty Adam7 pass has no bytes at all
-        rows = np.frombuffer(raw, np.uint8, h * (1 + w * bpp), pos).reshape(h, 1 + w * bpp)
-        pos += rows.size
-        pixels = _png_unfilter(rows[:, 1:], rows[:, 0], bpp)
-        out[y0::dy, x0::dx] = pixels.reshape(h, -1).view(">u2").reshape(h, w, samples)
-    return np.ascontiguousarray(out[..., : info.channels])
+            continue  # an empty pass has no bytes at all
+        size = h * (1 + w * 2 * samples)  # a filter byte, then the row's samples
+        if pos + size > len(raw):
+            raise ValueError(f"truncated PNG data: {len(raw):,} bytes")
+        png = _png(w, h, info, raw[pos : pos + size])
+        out[y0::dy, x0::dx] = np.asarray(imagecodecs.png_decode(png)).reshape(h, w, samples)
+        pos += size
+    return out
+
+
+def _png(width: int, height: int, info: PngInfo, rows: bytes) -> bytes:
+    """Wrap the filtered `rows` as they are in a non-interlaced PNG of `info`'s kind."""
+    ihdr = struct.pack(">IIBBBBB", width, height, info.depth, info.colour, 0, 0, 0)
+    # Stored, not compressed again: the pass is decoded at once and thrown away.
+    return b"".join(
+        (_PNG_SIGNATURE, _chunk(b"IHDR", ihdr), _chunk(b"IDAT", zlib.compress(rows, 0)))
+    ) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def _png_idat(data: bytes) -> bytes:
@@ -102,50 +125,3 @@ def _png_idat(data: bytes) -> bytes:
             break
         pos += 12 + length
     return b"".join(parts)
-
-
-def _png_unfilter(filtered: NDArray, kinds: NDArray, bpp: int) -> NDArray:
-    """Undo PNG's per-row filters; returns uint8 of shape (h, w, bpp)."""
-    h = filtered.shape[0]
-    cur = filtered.reshape(h, -1, bpp)
-    if h and int(kinds.max()) > 4:
-        raise ValueError(f"invalid PNG filter type {int(kinds.max())}")
-    if h == 0 or int(kinds.max()) <= 2:
-        return _unfilter_rows(cur, kinds)
-    return _unfilter_wavefront(cur, kinds)
-
-
-def _unfilter_rows(cur: NDArray, kinds: NDArray) -> NDArray:
-    # None, Sub and Up only: each row is one vectorised step (Sub is a running sum).
-    out = np.empty_like(cur)
-    prev = np.zeros_like(cur[0])
-    for i, kind in enumerate(kinds):
-        if kind == 1:
-            row = np.cumsum(cur[i], axis=0, dtype=np.uint8)
-        elif kind == 2:
-            row = cur[i] + prev
-        else:
-            row = cur[i]
-        out[i] = prev = row
-    return out
-
-
-def _unfilter_wavefront(cur: NDArray, kinds: NDArray) -> NDArray:
-    # Average and Paeth need the pixel to the left, decoded just before. Pixels on one
-    # anti-diagonal only depend on earlier ones, so the image is done a diagonal at a
-    # time: h + w vectorised steps instead of h * w scalar ones.
-    h, w, bpp = cur.shape
-    out = np.zeros((h + 1, w + 1, bpp), np.uint8)  # a zero row above, a zero column left
-    kind = kinds.astype(np.intp)
-    for t in range(h + w - 1):
-        r = np.arange(max(0, t - w + 1), min(h, t + 1))
-        x = t - r
-        a = out[r + 1, x].astype(np.int16)  # left
-        b = out[r, x + 1].astype(np.int16)  # up
-        c = out[r, x].astype(np.int16)  # up-left
-        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
-        k = kind[r, None]
-        pred = np.select([k == 1, k == 2, k == 3, k == 4], [a, b, (a + b) >> 1, paeth], 0)
-        out[r + 1, x + 1] = (cur[r, x] + pred).astype(np.uint8)
-    return out[1:, 1:]
