@@ -512,8 +512,10 @@ def dask_client_soon(
             # start has nothing to close; its error reached the block from `client()`.
             if starting is not None and starting.exception() is None:
                 cluster = starting.result()
-                _close_dashboard(cluster)
-                cluster.close()
+                try:
+                    _close_dashboard(cluster)
+                finally:
+                    cluster.close()
         finally:
             short_logs.__exit__(None, None, None)
             restore()
