@@ -86,6 +86,8 @@ def _run(run: Run, concurrency: int) -> State:
             ):
                 for name, source, error in part.failures:
                     log.error("%s (%s) failed: %s", name, source, error)
+                for name, note in part.warned:
+                    log.warning("%s: %s", name, note)
                 if time.monotonic() >= next_line:
                     next_line = time.monotonic() + PROGRESS_SECONDS
                     log.info("%s; %s found", _line(summary), found.so_far())

@@ -289,7 +289,8 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "1x1 or single-colour images",
-        "a palette of the colours there are, with a `FewerColorsWarning`",
+        "a palette of the colours there are, and a note saying so (the image's line, "
+        "the flows' log)",
         (
             Case("{root}/one-pixel.png", Done("one-pixel", k=1)),
             Case("{root}/single-colour.png", Done("single-colour", k=1)),

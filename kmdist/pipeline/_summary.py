@@ -38,6 +38,10 @@ class RunSummary:
         Failures from I/O errors that another attempt may not meet.
     retried : int
         Images tried again after an I/O error (each retry counted).
+    warnings : int
+        Images segmented with a note for their user (fewer colours than asked for).
+    warned : list of (name, note)
+        The first of those notes (at most 10), in the order seen.
     slowest : list of (seconds, name)
         The slowest images segmented, slowest first (at most 10).
     run_error : str or None
@@ -53,6 +57,8 @@ class RunSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)
     retryable: int = 0
     retried: int = 0
+    warnings: int = 0
+    warned: list[tuple[str, str]] = field(default_factory=list)
     slowest: list[tuple[float, str]] = field(default_factory=list)
     run_error: str | None = None
     started: float = field(default_factory=time.perf_counter, repr=False)
@@ -73,6 +79,9 @@ class RunSummary:
             self.skipped += 1
             return
         self.done += 1
+        note = result.palette.shortfall if result.palette is not None else None
+        if note is not None:
+            self._warn(1, [(result.name, note)])
         if result.shape:
             self.pixels += int(result.shape[0]) * int(result.shape[1])
         self.image_seconds += result.seconds
@@ -85,10 +94,15 @@ class RunSummary:
         self.failed += other.failed
         self.retryable += other.retryable
         self.retried += other.retried
+        self._warn(other.warnings, other.warned)
         self.pixels += other.pixels
         self.image_seconds += other.image_seconds
         self.failures.extend(other.failures)
         self._keep_slow(other.slowest)
+
+    def _warn(self, count: int, notes: list[tuple[str, str]]) -> None:
+        self.warnings += count
+        self.warned.extend(notes[: _SLOWEST - len(self.warned)])
 
     def _keep_slow(self, items: list[tuple[float, str]]) -> None:
         self.slowest = heapq.nlargest(_SLOWEST, [*self.slowest, *items])
@@ -102,6 +116,7 @@ class RunSummary:
             "skipped": self.skipped,
             "failed": self.failed,
             "retried": self.retried,
+            "warnings": self.warnings,
             "megapixels": round(self.pixels / 1e6, 3),
             "wall_seconds": round(wall, 2),
             "images_per_second": round(self.done / wall, 2) if wall > 0 else None,
@@ -128,6 +143,11 @@ class RunSummary:
         if self.failures:
             lines += ["", "## Failed", "", "| image | source | error |", "|---|---|---|"]
             lines += [f"| {_cell(n)} | {_cell(s)} | {_cell(e)} |" for n, s, e in self.failures]
+        if self.warned:
+            more = self.warnings - len(self.warned)
+            lines += ["", "## Warnings", ""]
+            lines += [f"- {_cell(n)}: {_cell(w)}" for n, w in self.warned]
+            lines += [f"- and {more} more"] if more else []
         if self.slowest:
             lines += ["", "## Slowest", "", "| image | seconds |", "|---|---|"]
             lines += [f"| {_cell(n)} | {s:.2f} |" for s, n in self.slowest]

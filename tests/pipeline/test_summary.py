@@ -85,3 +85,27 @@ def test_failure_table_cells_survive_pipes_and_line_breaks():
     s.add(bad)
     rows = [line for line in s.markdown("run").splitlines() if line.startswith("| a")]
     assert rows == ["| a\\|b | in/a\\|b.png | line one line \\| two |"]
+
+
+def test_notes_of_fewer_colours_are_counted_and_the_first_kept():
+    # One colour asked twice for: the palette says so, and the summary keeps the note
+    # (the flows log it) in a size that does not grow with the archive.
+    def short(i):
+        palette = Palette(np.array([[0, 0, 0]]), np.array([1]), 0.0, n_clusters=2)
+        return ImageResult(f"im{i}", f"in/im{i}.png", "done", shape=(4, 4, 3), palette=palette)
+
+    a, b = RunSummary(), RunSummary()
+    for i in range(8):
+        a.add(short(i))
+    for i in range(8, 20):
+        b.add(short(i))
+    a.merge(b)
+    assert a.warnings == 20 and len(a.warned) == 10
+    assert a.warned[0] == (
+        "im0",
+        "only 1 distinct colour(s) in the image: 1 colour(s) instead of 2",
+    )
+    report = a.markdown("t")
+    assert "## Warnings" in report and "- and 10 more" in report
+    assert json.loads(json.dumps(a.as_dict()))["warnings"] == 20
+    assert summary_of(3).warnings == 0
