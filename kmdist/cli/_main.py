@@ -7,7 +7,6 @@ be read), 2 for bad usage; `kmdist info` exits 3 when any image of the store is 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -172,10 +171,8 @@ def _demo(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    # Prefect waits 20 s for its temporary server, which on a first run also creates its
-    # database: on a busy machine `make demo` failed there (issue 15). Settings are read
-    # from the environment when Prefect is first imported, just below.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    # Prefect's settings for the demo (its temporary server's start-up timeout, issue
+    # 15) are the flows' business: flows.demo sets them in Prefect's settings context.
     from flows.demo import run_demo
     from kmdist.cli._pictures import blobs_example, china_examples, digits_example
 
