@@ -14,7 +14,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +44,10 @@ def segment_small(
     lut: npt.NDArray[Any] | None = None,
     on_exists: OnExists = "error",
 ) -> ImageResult | None:
-    """Segment one image in memory, or return None if it is larger than `SMALL_PIXELS`.
+    """Segment one image in memory, or return None for the chunked path.
+
+    None when the image is larger than `SMALL_PIXELS`, or needs a mini-batch palette
+    (not 8-bit RGB, or ``method="minibatch"``, with no palette given).
 
     Problems with the image become a failed result, as in `segment_one`.
     """
@@ -56,17 +58,23 @@ def segment_small(
         image = ref.open_small(SMALL_PIXELS, chunks=opts.chunks, max_pixels=opts.max_pixels)
         if image.shape[0] * image.shape[1] > SMALL_PIXELS:
             return None
-        # In this process: a worker running this task must not submit graphs of its own.
-        with dask.config.set(scheduler="sync"):
-            pixels = np.asarray(image.compute() if isinstance(image, da.Array) else image)
-            if pal is None:
-                pal, labels = palette_and_labels(pixels, opts)
-            else:
-                labels = assign_pixels(pixels, pal, table)
-            overwrite = on_exists == "overwrite"
-            write_segmentation(
-                store, ref.name, labels, pal, source=ref.source, overwrite=overwrite, run=opts.run
-            )
+        if pal is None and not opts.uses_histogram(image):
+            # A mini-batch palette computes Dask graphs; a task must not submit its own to
+            # the cluster, nor change the scheduler for the whole process (with threads,
+            # the caller's computations share it): the chunked path learns it instead.
+            return None
+        # NumPy from here on; a lazily read source is read in this task, not on the cluster.
+        pixels = np.asarray(
+            image.compute(scheduler="sync") if isinstance(image, da.Array) else image
+        )
+        if pal is None:
+            pal, labels = palette_and_labels(pixels, opts)
+        else:
+            labels = assign_pixels(pixels, pal, table)
+        overwrite = on_exists == "overwrite"
+        write_segmentation(
+            store, ref.name, labels, pal, source=ref.source, overwrite=overwrite, run=opts.run
+        )
         return ImageResult(ref.name, ref.source, "done", tuple(int(s) for s in pixels.shape), pal)
 
     return attempt(ref, store, on_exists, step)

@@ -376,3 +376,23 @@ def test_palette_flags_reach_the_palette(folder, tmp_path, local_cluster, flags,
     assert seg.palette.method == params.get("method", "exact")
     assert seg.palette.color_space == params.get("color_space", "rgb")
     assert seg.palette.seed == params["random_state"]
+
+
+@pytest.mark.slow
+def test_threads_shared_palette_over_small_and_large_images(tmp_path, capsys):
+    # On threads the small images' batches run in this process beside the large images'
+    # chunked path: neither may change how the other computes (a scheduler set for the
+    # whole process made the large ones fail with "Missing dependency").
+    china = load_sample_image("china.jpg")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i in range(3):
+        iio.imwrite(folder / f"s{i}.png", np.ascontiguousarray(np.roll(china, 7 * i, 0)[::2, ::2]))
+    big = np.ascontiguousarray(np.tile(china, (5, 4, 1))[:2100, :2100])  # above 4 MP
+    iio.imwrite(folder / "large.png", big)
+    out = tmp_path / "o.zarr"
+    argv = ["segment", str(folder), "-k", "6", "-o", str(out), "--threads", "--shared-palette"]
+    assert main(argv) == 0, capsys.readouterr()
+    infos = list_segmentations(out)
+    assert sorted(i.name for i in infos if i.complete) == ["large", "s0", "s1", "s2"]
+    assert len({open_segmentation(out, i.name).palette for i in infos}) == 1

@@ -169,3 +169,27 @@ def test_a_failing_task_fails_its_images_with_the_reason(tiny, tmp_path, local_c
     for ref, res in results:
         assert res.name == ref.name and res.status == "failed"
         assert res.error.startswith(f"{tiny.source}: ") and "channels" in res.error
+
+
+def test_an_image_that_needs_a_mini_batch_palette_takes_the_chunked_path(tmp_path, rng):
+    # Mini-batch k-means computes Dask graphs: a task must neither send them to its own
+    # cluster nor set the scheduler for the whole process (with threads, the caller's
+    # own computations share it), so such images are declined, unread, and nothing is
+    # written; with a palette given they are labelled here.
+    grey = rng.integers(0, 2**16, (12, 16), dtype=np.uint16)
+    iio.imwrite(tmp_path / "grey.png", grey)
+    (ref,) = open_images(tmp_path / "grey.png")
+    assert segment_small(ref, tmp_path / "o.zarr", SegmentOptions(n_colors=3)) is None
+    assert not (tmp_path / "o.zarr").exists()
+    palette = segment_one(ref, tmp_path / "chunked.zarr", SegmentOptions(n_colors=3)).palette
+    given = segment_small(ref, tmp_path / "o.zarr", SegmentOptions(n_colors=3), palette=palette)
+    assert given is not None and given.status == "done"
+    assert_array_equal(
+        open_segmentation(tmp_path / "o.zarr", "grey").labels.compute(),
+        open_segmentation(tmp_path / "chunked.zarr", "grey").labels.compute(),
+    )
+    iio.imwrite(tmp_path / "rgb.png", rng.integers(0, 256, (12, 16, 3), dtype=np.uint8))
+    (rgb,) = open_images(tmp_path / "rgb.png")
+    minibatch = SegmentOptions(n_colors=3, method="minibatch")
+    assert segment_small(rgb, tmp_path / "m.zarr", minibatch) is None
+    assert segment_small(rgb, tmp_path / "m.zarr", SegmentOptions(n_colors=3)).status == "done"
