@@ -24,12 +24,13 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import zarr
 from zarr.abc.store import Store
+from zarr.buffer.cpu import Buffer
 
 from kmdist._fs import is_url, mtime, remote
 from kmdist.io import describe
@@ -80,10 +81,18 @@ class StoreRoot(ABC):
     store: Any
 
     def zarr_store(self) -> Store:
-        """Return the root as a zarr `Store` (what zarr's `create_nodes` takes)."""
+        """Return the root as a zarr `Store` (what zarr's arrays write through)."""
         if isinstance(self.store, Store):
             return self.store
         return zarr.storage.LocalStore(self.store)
+
+    @abstractmethod
+    def put(self, items: Mapping[str, bytes]) -> None:
+        """Write `items` (bytes by key under the root) as one batch, in no given order.
+
+        One request per item and no reads: the caller knows what it replaces. A failure
+        raises the store's `OSError`; items written before it stay.
+        """
 
     def prepare(self) -> None:
         """Create the root group if needed, refusing locations that are not stores.
@@ -156,9 +165,24 @@ class LocalRoot(StoreRoot):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.store = str(path)
+        self._zarr: zarr.storage.LocalStore | None = None
 
     def __str__(self) -> str:
         return str(self.path)
+
+    def zarr_store(self) -> Store:
+        if self._zarr is None:
+            self._zarr = zarr.storage.LocalStore(self.store)
+        return self._zarr
+
+    def put(self, items: Mapping[str, bytes]) -> None:
+        # zarr's own synchronous write (`SupportsSetSync`): the parent folders made, each
+        # file written beside its name and renamed over it, as zarr writes every key, so
+        # a reader never sees half a document; and no event loop to go through.
+        store = self.zarr_store()
+        assert isinstance(store, zarr.storage.LocalStore)
+        for key, value in items.items():
+            store.set_sync(key, Buffer.from_bytes(value))
 
     def _check_target(self) -> None:
         root = self.path
@@ -276,6 +300,10 @@ class RemoteRoot(StoreRoot):
 
     def _key(self, *parts: str) -> str:
         return "/".join([self.path, *parts])
+
+    def put(self, items: Mapping[str, bytes]) -> None:
+        # One `pipe` of the whole batch: fsspec sends its requests concurrently.
+        self.fs.pipe({self._key(key): value for key, value in items.items()})
 
     def _fresh(self) -> None:
         self.fs.invalidate_cache(self.path)

@@ -14,7 +14,7 @@ import zarr
 from numpy.testing import assert_array_equal
 
 from kmdist.palette._palette import Palette
-from kmdist.store import _blocks, _write
+from kmdist.store import _blocks, _root
 from kmdist.store._claims import process_start
 from kmdist.store._errors import OutputError
 from kmdist.store._read import is_complete, open_segmentation
@@ -441,41 +441,50 @@ def test_float_and_two_channel_images(tmp_path, rng):
 # --- Node creation ------------------------------------------------------------------
 
 
-def test_all_nodes_are_created_in_one_call(tmp_path, sample, monkeypatch):
-    calls = []
-    create = _write.create_nodes_sync
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_all_nodes_are_created_in_one_batch_before_any_pixel(tmp_path, sample, monkeypatch, kind):
+    batches = []
+    put = _root.LocalRoot.put
 
-    def recording(*, store, nodes, **kwargs):
-        calls.append(sorted(nodes))
-        return create(store=store, nodes=nodes, **kwargs)
+    def recording(self, items):
+        batches.append(sorted(items))
+        return put(self, items)
 
-    monkeypatch.setattr(_write, "create_nodes_sync", recording)
-    write(tmp_path / "s.zarr", "photo", *sample, n_levels=3)
-    assert calls == [
-        sorted(
-            [
-                "photo",
-                "photo/0",
-                "photo/1",
-                "photo/2",
-                "photo/labels",
-                "photo/labels/segmentation",
-                "photo/labels/segmentation/0",
-                "photo/labels/segmentation/1",
-                "photo/labels/segmentation/2",
-            ]
-        )
+    monkeypatch.setattr(_root.LocalRoot, "put", recording)
+    labels, palette = sample
+    if kind == "dask":
+        labels = da.from_array(labels, chunks=128)
+    write_segmentation(tmp_path / "s.zarr", "photo", labels, palette, n_levels=3)
+    nodes = [
+        "photo",
+        "photo/0",
+        "photo/1",
+        "photo/2",
+        "photo/labels",
+        "photo/labels/segmentation",
+        "photo/labels/segmentation/0",
+        "photo/labels/segmentation/1",
+        "photo/labels/segmentation/2",
     ]
+    # The documents first (the claim among them), the chunks (NumPy labels: one batch;
+    # Dask labels: the workers, through zarr), the marker last.
+    assert batches[0] == sorted(f"{n}/zarr.json" for n in nodes)
+    assert batches[-1] == ["photo/labels/segmentation/zarr.json"]
+    assert len(batches) == (3 if kind == "numpy" else 2)
     assert is_complete(tmp_path / "s.zarr", "photo")
 
 
-def test_a_node_creation_failure_names_the_image(tmp_path, sample, monkeypatch):
-    def failing(**kwargs):
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_a_node_creation_failure_names_the_image(tmp_path, sample, monkeypatch, kind):
+    def failing(self, items):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(_write, "create_nodes_sync", failing)
+    monkeypatch.setattr(_root.LocalRoot, "put", failing)
+    labels, palette = sample
+    if kind == "dask":
+        labels = da.from_array(labels, chunks=128)
     with pytest.raises(OutputError, match=r"s\.zarr/photo: cannot write: Permission denied"):
-        write(tmp_path / "s.zarr", "photo", *sample)
+        write_segmentation(tmp_path / "s.zarr", "photo", labels, palette)
 
 
 # --- level_arrays -------------------------------------------------------------------
