@@ -270,8 +270,8 @@ class _ChunkCodec:
 
     This is the chain `_array_document` declares. Encoded with numcodecs' Blosc and the
     parameters the document records, a chunk has the bytes zarr's own `BloscCodec` writes
-    (zarr encodes with that same numcodecs codec); zarr's synchronous encode
-    (`_encode_sync`) is private.
+    (zarr encodes with that same numcodecs codec). zarr's synchronous encode
+    (`_encode_sync`) is private: zarr-developers/zarr-python#4243 asks for a public one.
     """
 
     chunk: tuple[int, ...]
