@@ -29,11 +29,18 @@ import zarr
 from dask.base import compute
 from zarr.codecs import BloscCodec
 
-from kmdist.palette import Palette, color_planes, label_dtype, recolor_planes
 from kmdist.store._blocks import Labels, chunk_shape, level_shapes, sharding
 from kmdist.store._claims import clear_previous, process_start, writing
 from kmdist.store._errors import OutputError
-from kmdist.store._layout import OME_VERSION, SEG_PATH, SEGMENTATION, check_name, multiscales, omero
+from kmdist.store._layout import (
+    OME_VERSION,
+    SEG_PATH,
+    SEGMENTATION,
+    Colours,
+    check_name,
+    multiscales,
+    omero,
+)
 from kmdist.store._root import StoreRoot, image_lock, open_root
 
 __all__ = ["RESERVED_KEYS", "level_arrays", "write_segmentation"]
@@ -62,7 +69,7 @@ def write_segmentation(
     store: str | os.PathLike[str],
     name: str,
     labels: Labels,
-    palette: Palette,
+    palette: Colours,
     *,
     source: str = "",
     overwrite: bool = False,
@@ -86,7 +93,7 @@ def write_segmentation(
         Group name for this image: no ``/``, not empty, not starting with ``.`` or ``__``.
     labels : dask.array.Array or ndarray of shape (y, x)
         Labels from ``0`` to ``palette.k - 1``; stored as uint8 (k <= 256) or uint16.
-    palette : Palette
+    palette : Palette (or any `kmdist.store._layout.Colours`)
         The colours that the labels index.
     source : str, optional
         Where the image came from, recorded in the metadata.
@@ -119,7 +126,7 @@ def write_segmentation(
     --------
     >>> import shutil, tempfile
     >>> from pathlib import Path
-    >>> from kmdist import is_complete, open_segmentation
+    >>> from kmdist import Palette, is_complete, open_segmentation
     >>> labels = da.from_array(np.array([[0, 0, 1], [0, 1, 1]], dtype=np.uint8))
     >>> palette = Palette(np.array([[255, 0, 0], [0, 0, 255]]), np.array([3, 3]), 0.0)
     >>> store = Path(tempfile.mkdtemp()) / "out.zarr"
@@ -186,7 +193,7 @@ def _write_levels(
     root: StoreRoot,
     labels: da.Array,
     layout: list[_LevelLayout],
-    palette: Palette,
+    palette: Colours,
     name: str,
     documents: Mapping[str, bytes],
 ) -> None:
@@ -216,7 +223,7 @@ def _ended(seg_path: str, attributes: Mapping[str, Any], *, complete: bool) -> d
 
 
 def _numpy_levels(
-    name: str, labels: npt.NDArray[Any], layout: list[_LevelLayout], palette: Palette
+    name: str, labels: npt.NDArray[Any], layout: list[_LevelLayout], palette: Colours
 ) -> dict[str, npt.NDArray[Any]]:
     """Every level's labels and recoloured planes, by array path."""
     data: dict[str, npt.NDArray[Any]] = {}
@@ -345,7 +352,7 @@ def _chunk_codec(document: bytes) -> _ChunkCodec | None:
     )
 
 
-def _check_labels(labels: Labels, palette: Palette) -> Labels:
+def _check_labels(labels: Labels, palette: Colours) -> Labels:
     if not isinstance(labels, (da.Array, np.ndarray)):
         raise ValueError(f"labels must be a Dask or NumPy array, got {type(labels).__name__}")
     if labels.ndim != 2:
@@ -354,8 +361,13 @@ def _check_labels(labels: Labels, palette: Palette) -> Labels:
         raise ValueError(f"labels must have a known, non-empty shape, got {labels.shape}")
     if labels.dtype.kind not in "ui":
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}")
-    dtype = label_dtype(palette.k)
+    dtype = _label_dtype(palette.k)
     return labels if labels.dtype == dtype else labels.astype(dtype)
+
+
+def _label_dtype(k: int) -> np.dtype[Any]:
+    """Return the stored labels' dtype (the output contract): uint8 to 256 labels, else uint16."""
+    return np.dtype(np.min_scalar_type(max(k - 1, 0)))
 
 
 @functools.cache
@@ -370,9 +382,10 @@ def _version() -> str:
 
 
 def _kmdist_block(
-    palette: Palette, source: str, extra: Mapping[str, Any] | None, run: str | None
+    palette: Colours, source: str, extra: Mapping[str, Any] | None, run: str | None
 ) -> dict[str, Any]:
     kmdist_version = _version()
+    described = palette.to_dict()
     extra = dict(extra or {})
     clash = sorted(RESERVED_KEYS & extra.keys())
     if clash:
@@ -382,15 +395,15 @@ def _kmdist_block(
     except (TypeError, ValueError) as exc:
         raise ValueError(f"extra must be JSON-serialisable: {exc}") from exc
     return {
-        "palette": palette.colors.tolist(),
-        "counts": palette.counts.tolist(),
-        "inertia": palette.inertia,
+        "palette": described["colors"],
+        "counts": described["counts"],
+        "inertia": described["inertia"],
         "k": palette.k,
-        "n_clusters": palette.n_clusters,
-        "color_space": palette.color_space,
-        "method": palette.method,
-        "seed": palette.seed,
-        "dtype": palette.dtype,
+        "n_clusters": described["n_clusters"],
+        "color_space": described["color_space"],
+        "method": described["method"],
+        "seed": described["seed"],
+        "dtype": described["dtype"],
         "source": str(source),
         "version": kmdist_version,
         **extra,
@@ -426,7 +439,7 @@ class _LevelLayout:
 
     @classmethod
     def of(
-        cls, shape: tuple[int, int], chunk: tuple[int, int], dtype: Any, palette: Palette
+        cls, shape: tuple[int, int], chunk: tuple[int, int], dtype: Any, palette: Colours
     ) -> _LevelLayout:
         chunk = (min(chunk[0], shape[0]), min(chunk[1], shape[1]))
         image_dtype = palette.colors_as().dtype
@@ -503,18 +516,39 @@ def _array_document(args: _ArrayArgs) -> bytes:
     return bytes(written["zarr.json"].to_bytes())
 
 
-def _level_sources(labels: Labels, lay: _LevelLayout, palette: Palette) -> list[Any]:
+def _level_sources(labels: Labels, lay: _LevelLayout, palette: Colours) -> list[Any]:
     """Return the label and recoloured-image sources (Dask or NumPy) of one level.
 
     Each Dask source is rechunked to its target's shard shape (or chunk shape when not
     sharded), starting at 0: every write task then fills whole shards that no other
     task touches, so writes run in parallel without locks.
     """
+    # Channel-first colour table: the recoloured image's planes are one `take` of it.
+    table = np.ascontiguousarray(palette.colors_as().T)
     if isinstance(labels, np.ndarray):
-        return [labels, color_planes(labels, palette.colors_as())]
+        return [labels, _planes(labels, table)]
     label_source = labels.rechunk(lay.label_shard or lay.chunk)
-    image_source = recolor_planes(labels.rechunk(lay.image_shard or lay.chunk), palette)
+    blocks = labels.rechunk(lay.image_shard or lay.chunk)
+    image_source = blocks.map_blocks(
+        _planes,
+        table,
+        new_axis=0,
+        chunks=((table.shape[0],), *blocks.chunks),
+        dtype=table.dtype,
+        meta=np.empty((0, 0, 0), dtype=table.dtype),
+    )
     return [label_source, image_source]
+
+
+def _planes(labels: npt.NDArray[Any], table: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Return the recoloured image of `labels`, channel first: ``table[:, labels]``."""
+    try:
+        return np.take(table, labels, axis=1)
+    except IndexError:
+        k = table.shape[1]
+        raise ValueError(
+            f"label {int(labels.max())} has no colour: the palette has {k} colours"
+        ) from None
 
 
 def level_arrays(
@@ -523,21 +557,21 @@ def level_arrays(
     image_path: str,
     shape: tuple[int, int],
     chunk: tuple[int, int],
-    palette: Palette,
+    palette: Colours,
 ) -> tuple[zarr.Array[Any], zarr.Array[Any]]:
     """Create level arrays as `write_segmentation` does, at the given paths of `store`.
 
     For a caller (bench/) that writes one level the way kmdist does. Returns the label
     array (uint8 or uint16, as for ``palette.k``) and the recoloured-image array.
     """
-    lay = _LevelLayout.of(shape, chunk, label_dtype(palette.k), palette)
+    lay = _LevelLayout.of(shape, chunk, _label_dtype(palette.k), palette)
     return _create_array(store, label_path, lay.label_args()), _create_array(
         store, image_path, lay.image_args()
     )
 
 
 def _group_attributes(
-    name: str, palette: Palette, n_levels: int, block: dict[str, Any]
+    name: str, palette: Colours, n_levels: int, block: dict[str, Any]
 ) -> dict[str, dict[str, Any]]:
     """Return the attributes of an image's three groups, by path.
 
