@@ -57,6 +57,7 @@ class Colours(Protocol):
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON description (colors, counts, inertia, ...), stored with the image."""
 
+
 OME_VERSION = "0.5"
 
 
