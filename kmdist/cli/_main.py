@@ -94,7 +94,6 @@ def _segment_on(plan: Any, get_client: Any) -> int:
                     shown_done.append(res.name)
                 _print_result(summary.total, found.so_far(), res, run.palette)
     except ImageReadError as exc:  # a storage URL whose listing failed part way
-        print(f"kmdist segment: error: {exc}", file=sys.stderr)
         summary.run_error = str(exc)
     except KeyboardInterrupt:
         # Outputs already reported are complete; the one being written keeps no marker,
@@ -110,13 +109,19 @@ def _segment_on(plan: Any, get_client: Any) -> int:
             flush=True,
         )
         return 130
+    # Retries and images a stopped run did not reach, when there are any.
+    extra = [f"{summary.retried} retried"] * bool(summary.retried) + [
+        f"{summary.not_attempted} not attempted"
+    ] * bool(summary.not_attempted)
     print(
         f"{summary.done} done, {summary.skipped} skipped, {summary.failed} failed "
-        f"in {time.perf_counter() - summary.started:.1f} s",
+        f"in {time.perf_counter() - summary.started:.1f} s" + "".join(f"; {e}" for e in extra),
         flush=True,
     )
     for _, _, error in summary.failures:
         print(f"kmdist segment: {error}", file=sys.stderr)
+    if summary.run_error:  # the run stopped: its store, or a listing that failed part way
+        print(f"kmdist segment: error: {summary.run_error}", file=sys.stderr)
     return 1 if summary.failed or summary.run_error else 0
 
 
@@ -130,7 +135,10 @@ def _info(args: argparse.Namespace) -> int:
             if not info.complete:
                 incomplete.append(info.name)
                 if not args.summary:
-                    print(f"{info.name}: INCOMPLETE (an interrupted run; --resume finishes it)")
+                    print(
+                        f"{info.name}: INCOMPLETE (no {info.missing}: an interrupted or "
+                        "failed run; --resume finishes it)"
+                    )
                 continue
             complete += 1
             if args.summary:

@@ -8,13 +8,15 @@ A front end builds a `Run` (`kmdist.pipeline.Run.from_values`) and drives a `Pla
 3. `Plan.learn_shared`: with a shared palette, one palette from every image;
 4. the images, segmented and written as their palettes are ready: `Plan.results` in
    one local loop (the CLI), or `Plan.drive` with units of the plan submitted elsewhere
-   (a Prefect task each), a bounded number in flight; `Plan.segment` runs one unit, and
-   retries the images that met an I/O error;
+   (a Prefect task each), a bounded number in flight; `Plan.segment` runs one unit,
+   retries the images that met a passing I/O error, and stops the run when the output
+   store itself refuses every write (`STOP_AFTER`);
 5. `Plan.summary`: the totals, whose size does not grow with the archive.
 """
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import random
@@ -29,7 +31,7 @@ from kmdist.pipeline._options import Run
 from kmdist.pipeline._result import ImageResult
 from kmdist.pipeline._summary import RunSummary
 
-__all__ = ["RETRIES", "UNIT_MAX", "UNIT_MIN", "CountedRefs", "Plan", "RunError"]
+__all__ = ["RETRIES", "STOP_AFTER", "UNIT_MAX", "UNIT_MIN", "CountedRefs", "Plan", "RunError"]
 
 # Most and least images in one unit of a plan driven elsewhere (`Plan.units`).
 UNIT_MAX = 256
@@ -38,6 +40,15 @@ UNIT_MIN = 16
 # `_BACKOFF` seconds, each next one twice as long (with jitter).
 RETRIES = 2
 _BACKOFF = 1.0
+# Images in a row failed by the same permanent error of the output store (a full disk,
+# a write denied, a read-only file system) that stop the run. One such failure can be
+# the image's own (the largest image overflowing a disk that smaller ones still fit),
+# two can be two large images; three different images in a row, none succeeding in
+# between, are the store. Waiting longer costs more images written in vain (each runs
+# to its write before failing); stopping on the first would stop for one image.
+STOP_AFTER = 3
+# What to do about a store that refuses writes, by errno.
+_REMEDY = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (quota)"}
 
 
 class RunError(ValueError):
@@ -156,6 +167,9 @@ class Plan:
         self._lut: Any = None
         self._refs: Iterator[ImageRef] = iter(())
         self._sleep = sleep
+        # Why the store was found unusable (`STOP_AFTER`); shared by the units in flight.
+        self._halted: str | None = None
+        self._remedy = ""
 
     @contextmanager
     def cluster(self) -> Iterator[Callable[[], Any]]:
@@ -242,25 +256,35 @@ class Plan:
     def segment(self, refs: Iterable[ImageRef], counts: RunSummary) -> Iterator[ImageResult]:
         """Segment `refs` on the run's cluster, yielding each image's result as it ends.
 
-        An image that met an I/O error (not a problem of the image) is tried again, up
-        to `RETRIES` times with a growing wait, once the others are done; a complete
-        output it left is then kept. The retries are counted in `counts`, the results
-        are not (the caller adds them).
+        An image that met a passing I/O error (not a problem of the image, nor a full
+        or read-only store) is tried again, up to `RETRIES` times with a growing wait,
+        once the others are done; a complete output it left is then kept. The retries
+        are counted in `counts`, the results are not (the caller adds them).
+
+        When `STOP_AFTER` images in a row fail with the same permanent error of the
+        output store, the store is unusable: no image is started after that (in any
+        unit of the plan), those in flight end and are reported, and
+        `counts.run_error` says why.
         """
         from kmdist.pipeline._batch import iter_segment
 
         run = self.run
         pending: dict[str, ImageRef] = {}
+        streak: list[int] = []  # errnos of the store's latest permanent failures in a row
 
         def tracked(refs: Iterable[ImageRef]) -> Iterator[ImageRef]:
-            for ref in refs:
+            stream = iter(refs)
+            while self._halted is None:  # checked before an image is taken from the listing
+                ref = next(stream, None)
+                if ref is None:
+                    return
                 pending[ref.name] = ref
                 yield ref
 
         on_exists = run.on_exists
         for attempt in range(RETRIES + 1):
             again: list[ImageRef] = []
-            for result in iter_segment(
+            stream = iter_segment(
                 tracked(refs),
                 run.output,
                 run.options,
@@ -268,13 +292,21 @@ class Plan:
                 lut=self._lut,
                 on_exists=on_exists,
                 preview_dir=run.preview_dir,
-            ):
+            )
+            for result in stream:
                 ref = pending.pop(result.name, None)
-                if result.retryable and attempt < RETRIES and ref is not None:
+                retry = attempt < RETRIES and self._halted is None
+                if result.retryable and retry and ref is not None:
                     again.append(ref)
                     continue
                 result.extra["attempts"] = attempt + 1
                 yield result
+                # Stopped: no image is started after this; those in flight end first, so
+                # that no write is cut off by the cluster closing.
+                self._watch(result, streak)
+            if self._halted is not None:
+                counts.run_error = f"{self._halted}; {self._remedy}"
+                return
             if not again:
                 return
             counts.retried += len(again)
@@ -283,11 +315,31 @@ class Plan:
             # What the failed attempt completed is kept, never overwritten unasked.
             on_exists = "overwrite" if run.on_exists == "overwrite" else "skip"
 
+    def _watch(self, result: ImageResult, streak: list[int]) -> bool:
+        """Add `result` to the `streak` of permanent store failures; True if the run stops."""
+        code = result.errno
+        if result.status != "failed" or not result.permanent or code is None:
+            streak.clear()
+            return False
+        if streak and streak[-1] != code:
+            streak.clear()
+        streak.append(code)
+        if len(streak) < STOP_AFTER or self._halted is not None:
+            return False
+        self._halted = (
+            f"{self.run.output}: {os.strerror(code)} ({STOP_AFTER} images in a row): the "
+            "output store cannot be written"
+        )
+        self._remedy = f"{_REMEDY.get(code, 'make it writable')}, then rerun with --resume"
+        return True
+
     def segment_unit(self, refs: Sequence[ImageRef]) -> RunSummary:
         """Segment one unit of the plan; return its totals (a Prefect task's work)."""
         part = RunSummary()
         for result in self.segment(refs, part):
             part.add(result)
+        if part.run_error is not None:
+            part.not_attempted = len(refs) - part.total
         return part
 
     def drive(
@@ -302,6 +354,12 @@ class Plan:
         returns something with ``result()``; `first_done(running)` waits for one of
         them. Yields each unit with its totals, merged into `summary`, as it ends; a
         unit that raised counts its images as failed with the reason.
+
+        Raises
+        ------
+        RunError
+            The output store cannot be written (`segment`): no unit is submitted after
+            that, and the error is raised once the units in flight have ended.
         """
         units = self.units(concurrency)
         running: dict[F, list[ImageRef]] = {}
@@ -317,10 +375,12 @@ class Plan:
                 for ref in unit:
                     part.add(ImageResult(ref.name, ref.source, "failed", error=str(exc)))
             self.summary.merge(part)
-            nxt = next(units, None)
+            nxt = next(units, None) if self._halted is None else None
             if nxt is not None:
                 running[submit(nxt)] = nxt
             yield unit, part
+        if self._halted is not None:
+            raise RunError(self._stopped())
 
     def results(self) -> Iterator[ImageResult]:
         """Every image's result, in one local loop: the shared palette step, then the rest.
@@ -332,6 +392,24 @@ class Plan:
         for result in self.segment(self._refs, self.summary):
             self.summary.add(result)
             yield result
+        if self._halted is not None:
+            self._stopped()
+
+    def _stopped(self) -> str:
+        """Record in `summary` that the store stopped the run, the images not attempted."""
+        s, found = self.summary, self.found
+        if found is not None:
+            s.not_attempted = max(0, found.count - s.total)
+        n = s.not_attempted
+        # The rest of the listing is not read to count it: it may be a long archive.
+        if found is None or found.done:
+            rest = f"{n} image(s) not attempted"
+        elif n:
+            rest = f"not attempted: {n} image(s) listed so far and the inputs not yet listed"
+        else:
+            rest = "the inputs not yet listed not attempted"
+        s.run_error = f"{self._halted}; stopped, {rest}; {self._remedy}"
+        return s.run_error
 
     def _stop(self, exc: BaseException, what: str = "") -> RunError:
         """Record why the run stops, naming its inputs unless the message does."""

@@ -47,6 +47,10 @@ class RunSummary:
     run_error : str or None
         Why the run itself stopped (its inputs, palette or store), not any one image's
         failure: it is reported apart and counts no image.
+    not_attempted : int
+        Images listed but left unfinished when the run stopped (`run_error`): neither
+        done nor failed, and not counted in `total`. A lower bound when the listing
+        had not ended.
     """
 
     done: int = 0
@@ -61,6 +65,7 @@ class RunSummary:
     warned: list[tuple[str, str]] = field(default_factory=list)
     slowest: list[tuple[float, str]] = field(default_factory=list)
     run_error: str | None = None
+    not_attempted: int = 0
     started: float = field(default_factory=time.perf_counter, repr=False)
 
     @property
@@ -99,6 +104,8 @@ class RunSummary:
         self.image_seconds += other.image_seconds
         self.failures.extend(other.failures)
         self._keep_slow(other.slowest)
+        self.not_attempted += other.not_attempted
+        self.run_error = self.run_error or other.run_error
 
     def _warn(self, count: int, notes: list[tuple[str, str]]) -> None:
         self.warnings += count
@@ -126,6 +133,7 @@ class RunSummary:
             ],
             "slowest": [{"image": name, "seconds": round(s, 3)} for s, name in self.slowest],
             "run_error": self.run_error,
+            "not_attempted": self.not_attempted,
         }
 
     def markdown(self, title: str) -> str:

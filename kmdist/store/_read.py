@@ -77,8 +77,15 @@ class Segmentation:
 class SegmentationInfo:
     """Summary of one image group in a store, as `kmdist info` shows it.
 
-    Fields other than `name` and `complete` are None when the group lacks them (an
-    interrupted run, or a group that kmdist did not write).
+    Fields other than `name`, `complete` and `missing` are None when the group lacks
+    them (an interrupted or failed run, or a group that kmdist did not write).
+
+    Attributes
+    ----------
+    missing : str or None
+        For an incomplete group, what it lacks first, in the order a write creates
+        them: ``"group metadata"`` (nothing, or only some arrays' files, was written),
+        ``"segmentation metadata"`` or ``"completion marker"``; None when complete.
     """
 
     name: str
@@ -88,6 +95,7 @@ class SegmentationInfo:
     palette: Palette | None
     inertia: float | None
     source: str | None
+    missing: str | None = None
 
 
 def open_segmentation(store: str | os.PathLike[str], name: str) -> Segmentation:
@@ -168,6 +176,12 @@ def iter_segmentations(store: str | os.PathLike[str]) -> Iterator[SegmentationIn
     storage, a request per 1,000 names) and each group's metadata read in turn, so the
     first summaries come before the last group is read.
 
+    Every folder (prefix) at the root whose name could be an image's is an image
+    group, complete only when its marker says so: a write that failed or was
+    interrupted may leave anything from an empty folder on (a full disk), and
+    ``--resume`` redoes each of them. Hidden names (``.kmdist.lock``), names no image
+    can have (``__pycache__``) and files at the root are not kmdist's, and not listed.
+
     Raises
     ------
     OutputError
@@ -182,18 +196,29 @@ def iter_segmentations(store: str | os.PathLike[str]) -> Iterator[SegmentationIn
     except (ValueError, TypeError, OSError) as exc:
         raise OutputError(f"{root}: not a Zarr v3 group: {exc}") from exc
     for name in names:
-        info = _info(root, name)
-        # A folder that is not a group (no zarr.json) is not an image of the store.
-        if info.complete or _is_group(root, name):
-            yield info
+        if _image_name(name):
+            yield _info(root, name)
 
 
-def _is_group(root: StoreRoot, name: str) -> bool:
+def _image_name(name: str) -> bool:
+    """Tell whether kmdist could have given an image group the name `name`."""
     try:
-        zarr.open_group(root.store, path=name, mode="r")
-    except Exception:  # missing or damaged metadata: not a group kmdist can read
+        check_name(name)
+    except OutputError:
         return False
     return True
+
+
+def _missing(root: StoreRoot, name: str, block: Mapping[str, Any] | None) -> str:
+    """Say what incomplete group `name` lacks first (see `SegmentationInfo.missing`)."""
+    if block is not None:
+        return "completion marker"
+    try:
+        if not root.has(f"{name}/zarr.json"):
+            return "group metadata"
+    except OutputError:  # the store could not answer: say no more than is known
+        pass
+    return "segmentation metadata"
 
 
 def _info(root: StoreRoot, name: str) -> SegmentationInfo:
@@ -209,9 +234,11 @@ def _info(root: StoreRoot, name: str) -> SegmentationInfo:
     except (LookupError, TypeError, ValueError, OSError):
         shape = None
     k, inertia, source = block.get("k"), block.get("inertia"), block.get("source")
+    complete = block.get("complete") is True
     return SegmentationInfo(
         name=name,
-        complete=block.get("complete") is True,
+        complete=complete,
+        missing=None if complete else _missing(root, name, block or None),
         shape=shape,
         k=k if isinstance(k, int) else None,
         palette=palette,

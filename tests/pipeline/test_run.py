@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -140,3 +143,159 @@ def test_a_short_stream_is_split_two_units_a_thread(many, tmp_path):
     plan.check()
     units = list(plan.units(concurrency=16))
     assert len(units) == 32 and sum(map(len, units)) == 700
+
+
+# --- storage faults: permanent errors fail fast; an unusable store stops the run -----
+
+
+@pytest.fixture(scope="module")
+def eight(tmp_path_factory):
+    """A folder of eight tiny PNGs."""
+    root = tmp_path_factory.mktemp("eight")
+    for i in range(8):
+        iio.imwrite(root / f"p{i}.png", np.full((4, 4, 3), 30 * i, np.uint8))
+    return root
+
+
+def refusing(code, names=None):
+    """A `label_and_write` whose store refuses images `names` (all by default) with
+    `code`, as the store's writes say it: an OutputError raised from the OSError."""
+    from kmdist.pipeline import _image
+    from kmdist.store import OutputError
+
+    real = _image.label_and_write
+
+    def write(ref, *args, **kwargs):
+        if names is None or ref.name in names:
+            try:
+                raise OSError(code, os.strerror(code))
+            except OSError as exc:
+                raise OutputError(f"out.zarr/{ref.name}: cannot write: {exc.strerror}") from exc
+        return real(ref, *args, **kwargs)
+
+    return write
+
+
+@pytest.mark.parametrize(
+    "code", [errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS]
+)
+def test_a_permanent_store_error_is_not_retried(photos, tmp_path, monkeypatch, code):
+    from kmdist.pipeline import _image
+
+    monkeypatch.setattr(_image, "label_and_write", refusing(code))
+    waits: list[float] = []
+    plan = plan_of(photos / "china.png", tmp_path / "o.zarr", waits)
+    plan.check()
+    (result,) = plan.results()
+    assert result.status == "failed" and os.strerror(code) in (result.error or "")
+    assert (result.errno, result.permanent, result.retryable) == (code, True, False)
+    assert plan.summary.retried == 0 and waits == [] and plan.summary.run_error is None
+
+
+def test_a_passing_store_error_is_retried_even_when_the_store_names_it(
+    photos, tmp_path, monkeypatch
+):
+    from kmdist.pipeline import _image
+
+    calls: list[str] = []
+    once = refusing(errno.ECONNRESET)
+    real = _image.label_and_write
+
+    def flaky(ref, *args, **kwargs):
+        calls.append(ref.name)
+        return (once if len(calls) == 1 else real)(ref, *args, **kwargs)
+
+    monkeypatch.setattr(_image, "label_and_write", flaky)
+    waits: list[float] = []
+    plan = plan_of(photos / "china.png", tmp_path / "o.zarr", waits)
+    plan.check()
+    (result,) = plan.results()
+    assert result.status == "done" and result.extra["attempts"] == 2
+    assert plan.summary.retried == 1 and len(waits) == 1
+
+
+def test_an_unusable_store_stops_the_run_after_three_images_in_a_row(eight, tmp_path, monkeypatch):
+    from kmdist.pipeline import _image
+    from kmdist.pipeline._run import STOP_AFTER
+
+    monkeypatch.setattr(_image, "label_and_write", refusing(errno.ENOSPC, {"p2", "p3", "p4"}))
+    plan = plan_of(eight, tmp_path / "o.zarr")
+    plan.check()
+    results = list(plan.results())
+    s = plan.summary
+    assert STOP_AFTER == 3
+    assert [(r.name, r.status) for r in results] == [
+        ("p0", "done"),
+        ("p1", "done"),
+        ("p2", "failed"),
+        ("p3", "failed"),
+        ("p4", "failed"),
+    ]
+    # Listed one at a time here: the rest of the listing is not read to count it.
+    assert (s.done, s.failed, s.not_attempted, s.retried) == (2, 3, 0, 0)
+    assert s.run_error == (
+        f"{tmp_path / 'o.zarr'}: No space left on device (3 images in a row): the output "
+        "store cannot be written; stopped, the inputs not yet listed not attempted; free "
+        "some space, then rerun with --resume"
+    )
+    assert s.as_dict()["not_attempted"] == 0
+
+
+def test_a_stop_after_the_listing_counts_the_images_not_attempted(eight, tmp_path, monkeypatch):
+    from kmdist.pipeline import _image
+
+    monkeypatch.setattr(_image, "label_and_write", refusing(errno.ENOSPC))
+    # A shared palette's step lists every image first.
+    plan = plan_of(eight, tmp_path / "o.zarr", shared_palette=True)
+    plan.check()
+    results = list(plan.results())
+    s = plan.summary
+    assert len(results) == 3 and (s.failed, s.not_attempted) == (3, 5)
+    assert "stopped, 5 image(s) not attempted; free some space" in (s.run_error or "")
+
+
+def test_failures_broken_by_a_success_or_another_error_do_not_stop_the_run(
+    eight, tmp_path, monkeypatch
+):
+    from kmdist.pipeline import _image
+
+    full = refusing(errno.ENOSPC, {"p0", "p1", "p3", "p4"})
+    denied = refusing(errno.EACCES, {"p5"})
+
+    def write(ref, *args, **kwargs):
+        return (denied if ref.name == "p5" else full)(ref, *args, **kwargs)
+
+    monkeypatch.setattr(_image, "label_and_write", write)
+    plan = plan_of(eight, tmp_path / "o.zarr")
+    plan.check()
+    results = list(plan.results())
+    assert len(results) == 8 and plan.summary.run_error is None
+    assert (plan.summary.done, plan.summary.failed) == (3, 5)
+
+
+def test_a_driven_plan_stops_submitting_units_and_raises(many, tmp_path, monkeypatch):
+    from kmdist.pipeline import _image
+
+    monkeypatch.setattr(_image, "label_and_write", refusing(errno.EROFS))
+    plan = plan_of(many, tmp_path / "o.zarr")
+    plan.check()
+    submitted: list[list] = []
+
+    class Now:
+        def __init__(self, unit):
+            submitted.append(unit)
+            self.part = plan.segment_unit(unit)
+
+        def result(self):
+            return self.part
+
+    with pytest.raises(RunError, match=r"Read-only file system \(3 images in a row\)") as err:
+        for _ in plan.drive(Now, lambda running: running[0], 1):
+            pass
+    s = plan.summary
+    # Each unit submitted before the stop met it; none after.
+    assert len(submitted) == 2 and s.failed == 3 and s.done == 0
+    # The look-ahead of units was listed (2 x 256), the rest of the folder not.
+    assert s.not_attempted == 512 - 3 and s.run_error == str(err.value)
+    assert "not attempted: 509 image(s) listed so far and the inputs not yet" in s.run_error
+    assert "make it writable, then rerun with --resume" in s.run_error

@@ -174,17 +174,52 @@ def test_is_complete_answers_false_rather_than_raising(tmp_path, sample):
 # --- iter_segmentations -------------------------------------------------------------
 
 
-def test_listing_skips_what_is_not_an_image_group(tmp_path, sample):
+def test_listing_skips_what_is_not_kmdists(tmp_path, sample):
     store = tmp_path / "s.zarr"
     write(store, "photo", *sample)
-    (store / "not-a-group").mkdir()  # a folder without zarr.json
     (store / ".hidden").mkdir()
     zarr.open_group(str(store / ".hidden"), mode="w")
-    (store / "notes.txt").write_text("x")
-    damaged = store / "damaged"
-    damaged.mkdir()
-    (damaged / "zarr.json").write_text("{not json")
+    (store / "__pycache__").mkdir()  # no image can have this name
+    (store / "notes.txt").write_text("x")  # a file, not a group
+    (store / "photo.lnk").symlink_to(store / "photo")  # a link, not a folder
     assert [i.name for i in list_segmentations(store)] == ["photo"]
+
+
+def test_every_group_a_failed_write_left_is_incomplete_and_says_what_it_lacks(tmp_path, sample):
+    # What a write stopped at any step leaves (a full disk: the folder made, then
+    # nothing), and a damaged group: each counted and named, whatever it lacks.
+    store = tmp_path / "s.zarr"
+    for name in ["done", "marker", "arrays", "seg", "group"]:
+        write(store, name, *sample)
+    (store / "empty").mkdir()
+    (store / "damaged").mkdir()
+    (store / "damaged" / "zarr.json").write_text("{not json")
+
+    def unmark(attrs):
+        attrs["kmdist"]["complete"] = False
+
+    edit_attrs(store / "marker/labels/segmentation", unmark)
+    edit_attrs(store / "arrays/labels/segmentation", unmark)
+    shutil.rmtree(store / "arrays" / "0")
+    shutil.rmtree(store / "arrays" / "labels" / "segmentation" / "0")
+    (store / "seg" / "labels" / "segmentation" / "zarr.json").unlink()
+    for node in (store / "group").rglob("zarr.json"):
+        node.unlink()
+    infos = {i.name: i for i in iter_segmentations(store)}
+    assert {n: i.missing for n, i in infos.items() if not i.complete} == {
+        "arrays": "completion marker",
+        "damaged": "segmentation metadata",
+        "empty": "group metadata",
+        "group": "group metadata",
+        "marker": "completion marker",
+        "seg": "segmentation metadata",
+    }
+    assert infos["done"].complete and infos["done"].missing is None
+    assert [n for n in infos if not is_complete(store, n)] == [n for n in infos if n != "done"]
+    # What --resume does with each: the leftovers are cleared and written again.
+    for name in infos.keys() - {"done"}:
+        write(store, name, *sample)
+    assert all(i.complete for i in iter_segmentations(store))
 
 
 def test_listing_a_group_kmdist_did_not_write(tmp_path, sample):
