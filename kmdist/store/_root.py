@@ -100,13 +100,16 @@ class StoreRoot(ABC):
         The full check (and the root's lock) runs once per process and root; after
         that, one look at the root's ``zarr.json`` per call.
         """
-        if str(self) in _READY and self.has_root_group():
+        ours = str(self) in _READY
+        if ours and self.has_root_group():
             return
-        self._check_target()
+        self._check_target(ours)
         with self.lock():
             if not self.has_root_group():
                 # Checked again under the lock: another writer may have created it meanwhile.
-                if self._is_foreign():
+                # A root this process made before and that has gone (removed mid-run) holds
+                # at most this run's own writes in flight: made again, not refused.
+                if not ours and self._is_foreign():
                     raise OutputError(_NOT_A_STORE.format(root=self))
                 try:
                     zarr.open_group(
@@ -153,7 +156,8 @@ class StoreRoot(ABC):
         """Newest modification time (seconds since the epoch) of anything under `name`."""
 
     @abstractmethod
-    def _check_target(self) -> None: ...
+    def _check_target(self, ours: bool = False) -> None:
+        """Refuse a location that cannot be a store; `ours`: one this process made."""
 
     @abstractmethod
     def _is_foreign(self) -> bool: ...
@@ -184,11 +188,11 @@ class LocalRoot(StoreRoot):
         for key, value in items.items():
             store.set_sync(key, Buffer.from_bytes(value))
 
-    def _check_target(self) -> None:
+    def _check_target(self, ours: bool = False) -> None:
         root = self.path
         if root.exists() and not root.is_dir():
             raise OutputError(f"{root}: exists and is a file, not a Zarr store")
-        if root.is_dir() and self._is_foreign():
+        if root.is_dir() and not ours and self._is_foreign():
             raise OutputError(_NOT_A_STORE.format(root=root))
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -308,7 +312,7 @@ class RemoteRoot(StoreRoot):
     def _fresh(self) -> None:
         self.fs.invalidate_cache(self.path)
 
-    def _check_target(self) -> None:
+    def _check_target(self, ours: bool = False) -> None:
         self._fresh()
         bucket = self.path.split("/", 1)[0]
         try:
@@ -320,7 +324,7 @@ class RemoteRoot(StoreRoot):
                     raise OutputError(f"{self}: no such bucket (or container) {bucket!r}") from None
             if self.fs.isfile(self.path):
                 raise OutputError(f"{self}: exists and is a file, not a Zarr store")
-            if self.fs.isdir(self.path) and self._is_foreign():
+            if self.fs.isdir(self.path) and not ours and self._is_foreign():
                 raise OutputError(_NOT_A_STORE.format(root=self))
         except OutputError:
             raise

@@ -310,9 +310,9 @@ def counted(monkeypatch):
         calls["open_group"] += 1
         return open_group(*args, **kwargs)
 
-    def counting_check(self):
+    def counting_check(self, ours=False):
         calls["check"] += 1
-        return check(self)
+        return check(self, ours)
 
     monkeypatch.setattr(_root.zarr, "open_group", counting_open_group)
     monkeypatch.setattr(LocalRoot, "_check_target", counting_check)
