@@ -22,7 +22,7 @@ from dask.base import compute
 from PIL import Image, ImageDraw, ImageFont
 
 from kmdist._fs import is_url, remote
-from kmdist.palette import Palette
+from kmdist.store._layout import Colours
 
 __all__ = ["swatch_side", "write_preview"]
 
@@ -41,7 +41,7 @@ def write_preview(
     path: str | os.PathLike[str],
     original: da.Array,
     labels: da.Array,
-    palette: Palette,
+    palette: Colours,
     *,
     max_side: int = 512,
 ) -> Path | str:
@@ -57,7 +57,7 @@ def write_preview(
     labels : dask.array.Array of shape (y, x)
         Labels of `original`. Passing the stored labels (`open_segmentation`) avoids
         recomputing the segmentation for the preview.
-    palette : Palette
+    palette : Palette (or any `kmdist.store._layout.Colours`)
         The colours; swatches and the recoloured half use `palette.display_rgba()`.
     max_side : int, default 512
         Largest side of each half after subsampling by an integer stride.
@@ -128,9 +128,9 @@ def _to_display(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _shares(palette: Palette) -> list[str]:
+def _shares(palette: Colours) -> list[str]:
     """Each colour's share of the pixels, as ``23.4%``."""
-    counts = palette.counts.astype(np.float64)
+    counts = np.asarray(palette.to_dict()["counts"], dtype=np.float64)
     total = max(float(counts.sum()), 1.0)
     return [f"{100.0 * c / total:.1f}%" for c in counts]
 
