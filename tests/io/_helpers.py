@@ -59,24 +59,30 @@ ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (
 ADAM7 += ((0, 1, 1, 2),)
 
 
-def png16(arr: np.ndarray, colour: int, filters=(0, 1, 2, 3, 4), interlace: int = 0) -> bytes:
-    """A 16-bit PNG written by hand: Pillow cannot write 16-bit colour."""
+def png_by_hand(arr: np.ndarray, colour: int, filters=(0, 1, 2, 3, 4), interlace: int = 0) -> bytes:
+    """A PNG of 8- or 16-bit samples (the array's dtype) written by hand, every filter
+    type in turn: Pillow cannot write 16-bit colour."""
     h, w, samples = arr.shape
-    bpp = 2 * samples
+    size = arr.dtype.itemsize
     passes = ADAM7 if interlace else ((0, 0, 1, 1),)
     raw, n = bytearray(), 0
     for x0, y0, dx, dy in passes:
         sub = arr[y0::dy, x0::dx]
         if sub.size == 0:
             continue
-        lines = sub.astype(">u2").reshape(sub.shape[0], -1).view(np.uint8)
+        lines = sub.astype(f">u{size}").reshape(sub.shape[0], -1).view(np.uint8)
         prev = np.zeros(lines.shape[1], np.uint8)
         for line in lines:
             kind = filters[n % len(filters)]
             n += 1
-            raw += bytes([kind]) + _filter_row(line, prev, kind, bpp).tobytes()
+            raw += bytes([kind]) + _filter_row(line, prev, kind, size * samples).tobytes()
             prev = line
-    return png_file(w, h, 16, colour, bytes(raw), interlace)
+    return png_file(w, h, 8 * size, colour, bytes(raw), interlace)
+
+
+def png16(arr: np.ndarray, colour: int, filters=(0, 1, 2, 3, 4), interlace: int = 0) -> bytes:
+    """A 16-bit PNG written by hand."""
+    return png_by_hand(arr.astype(np.uint16), colour, filters, interlace)
 
 
 def read(path: Path | str, **kw: object) -> np.ndarray:

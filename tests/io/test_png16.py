@@ -10,36 +10,16 @@ from PIL import Image
 from kmdist.io import ImageReadError
 from kmdist.io._png16 import PngInfo, png16_decode, png_info
 
-from ._helpers import ADAM7, _filter_row, png16, png_file, read
+from ._helpers import png16, png_by_hand, png_file, read
 
 # PNG colour type -> samples per pixel, and the channels kmdist keeps (alpha dropped).
 SAMPLES = {0: 1, 4: 2, 2: 3, 6: 4}
 KEPT = {0: 1, 4: 1, 2: 3, 6: 3}
 
 
-def _png(arr: np.ndarray, colour: int, interlace: int, filters=(0, 1, 2, 3, 4)) -> bytes:
-    """A PNG of 8- or 16-bit samples written by hand, every filter type in turn."""
-    h, w, samples = arr.shape
-    size = arr.dtype.itemsize
-    passes = ADAM7 if interlace else ((0, 0, 1, 1),)
-    raw, n = bytearray(), 0
-    for x0, y0, dx, dy in passes:
-        sub = arr[y0::dy, x0::dx]
-        if sub.size == 0:
-            continue
-        lines = sub.astype(f">u{size}").reshape(sub.shape[0], -1).view(np.uint8)
-        prev = np.zeros(lines.shape[1], np.uint8)
-        for line in lines:
-            kind = filters[n % len(filters)]
-            n += 1
-            raw += bytes([kind]) + _filter_row(line, prev, kind, size * samples).tobytes()
-            prev = line
-    return png_file(w, h, 8 * size, colour, bytes(raw), interlace)
-
-
 def _encoded(arr: np.ndarray, colour: int, encoder: str, interlace: int) -> bytes:
     if encoder == "by hand":
-        return _png(arr, colour, interlace)
+        return png_by_hand(arr, colour, interlace=interlace)
     if encoder == "imagecodecs":  # libpng, its own filter choice
         return bytes(imagecodecs.png_encode(arr if SAMPLES[colour] > 1 else arr[..., 0]))
     mode = {(0, 1): "L", (4, 1): "LA", (2, 1): "RGB", (6, 1): "RGBA", (0, 2): "I;16"}
@@ -89,7 +69,7 @@ def test_interlaced_16_bit_png_decodes_without_a_word_on_stderr(rng, capfd):
     # libpng, given an interlaced PNG whole by imagecodecs, prints "Interlace handling
     # should be turned on when using png_read_image" to the process's stderr.
     a = rng.integers(0, 65536, (23, 17, 4), dtype=np.uint16)
-    data = _png(a, 6, interlace=1)
+    data = png_by_hand(a, 6, interlace=1)
     np.testing.assert_array_equal(png16_decode(data, png_info(data)), a[..., :3])
     assert capfd.readouterr().err == ""
 
