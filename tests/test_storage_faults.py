@@ -116,7 +116,8 @@ def check_outcome(out: Path, clean: dict, stdout: str, stderr: str, reason: str)
     """The checks every fault shares; returns the names of the incomplete images."""
     assert "Traceback" not in stderr and "Task exception" not in stderr, stderr
     failed = re.findall(r"^\[\d+/\d+\+?\] (\S+) .*: FAILED: .*$", stdout, re.M)
-    assert all(line.endswith(f": {reason}") for line in re.findall(r"^.*FAILED.*$", stdout, re.M))
+    lines = re.findall(r"^.*FAILED.*$", stdout, re.M)
+    assert all(line.endswith(f": {reason}") for line in lines), lines
     summary = re.search(r"^(\d+) done, 0 skipped, (\d+) failed in [\d.]+ s", stdout, re.M)
     assert summary is not None, stdout
     assert int(summary.group(2)) == len(failed) >= 3

@@ -18,9 +18,21 @@ from kmdist.store import OutputError, is_complete
 __all__ = ["PERMANENT_ERRNOS", "ImageResult", "attempt", "named", "storage_error"]
 
 #: Storage errors that another attempt would meet again: a full disk or quota, a write
-#: denied (permissions, an immutable folder) or a read-only file system. Never retried.
+#: denied (permissions, an immutable folder), a read-only file system, or a path that
+#: cannot be written as asked (a folder where a file goes, a file where a folder goes,
+#: a name too long). Never retried.
 PERMANENT_ERRNOS = frozenset(
-    {errnos.ENOSPC, errnos.EDQUOT, errnos.EACCES, errnos.EPERM, errnos.EROFS}
+    {
+        errnos.ENOSPC,
+        errnos.EDQUOT,
+        errnos.EACCES,
+        errnos.EPERM,
+        errnos.EROFS,
+        errnos.EISDIR,
+        errnos.ENOTDIR,
+        errnos.ENAMETOOLONG,
+        errnos.EEXIST,
+    }
 )
 
 
