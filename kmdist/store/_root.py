@@ -15,6 +15,7 @@ does not exist (S3's ``If-None-Match``), which object stores offer in place of l
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -199,7 +200,11 @@ class LocalRoot(StoreRoot):
         except OSError as exc:
             raise OutputError(f"{root}: cannot create the store: {exc.strerror or exc}") from exc
         if not os.access(root, os.W_OK | os.X_OK):
-            raise OutputError(f"{root}: not writable (permission denied)")
+            # A read-only file system, or permissions: said as the OSError a write would
+            # raise, and carrying it, so that a run sees the store's permanent error.
+            code = errno.EROFS if os.statvfs(root).f_flag & os.ST_RDONLY else errno.EACCES
+            denied = OSError(code, os.strerror(code), str(root))
+            raise OutputError(f"{root}: not writable: {denied.strerror}") from denied
 
     def _is_foreign(self) -> bool:
         """Whether the root holds entries but is not a Zarr store.
