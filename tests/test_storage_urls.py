@@ -231,8 +231,7 @@ def test_cli_reads_and_writes_s3_as_it_does_local_paths(photos, bucket, tmp_path
     assert info.returncode == 0 and "\nchina: 86x128x3, k=6" in info.stdout
     again = run("segment", f"{url}/photos", "-o", out, *args, "--resume")
     assert again.returncode == 0 and "0 done, 4 skipped, 0 failed" in again.stdout
-    # With --resume: without it, the output's complete images refuse the run first.
-    missing = run("segment", f"{url}/nothing-here.png", "-o", out, "--resume", *args)
+    missing = run("segment", f"{url}/nothing-here.png", "-o", out, *args)
     assert missing.returncode == 1
     assert f"{url}/nothing-here.png: file not found" in missing.stdout + missing.stderr
 
