@@ -33,16 +33,7 @@ from prefect.states import Completed, Failed
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from kmdist import dashboard_link
-from kmdist.pipeline import (
-    ColorSpace,
-    CompleteOutputError,
-    Init,
-    Method,
-    Plan,
-    Run,
-    RunSummary,
-    add_options,
-)
+from kmdist.pipeline import ColorSpace, Init, Method, Plan, Run, RunSummary, add_options
 
 # Units of the plan in flight per flow, each a task on a thread of the flow process.
 IMAGE_CONCURRENCY = 4
@@ -103,8 +94,6 @@ def _run(run: Run, concurrency: int) -> State:
                 update_progress_artifact(progress, 100.0 * summary.total / max(1, found.count))
     except (ValueError, OSError) as exc:  # the inputs, the palette or the store (RunError)
         summary.run_error = summary.run_error or str(exc)
-        if isinstance(exc, CompleteOutputError):
-            summary.run_error += "; resume=True skips them, overwrite=True replaces them"
         _publish(summary, run.output)
         log.error("%s", summary.run_error)
         return Failed(message=summary.run_error)

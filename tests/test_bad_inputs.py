@@ -371,8 +371,7 @@ ROWS: tuple[Row, ...] = (
     ),
     Row(
         "an output that is complete",
-        "the run refused before any work (exit code 2) unless `--overwrite`; skipped "
-        "with `--resume`",
+        "refused unless `--overwrite`; skipped with `--resume`",
         (Case("{root}/kept.png", Kept("kept")),),
         run_level="complete",
     ),
@@ -1079,11 +1078,11 @@ def check_complete(batch: Batch, cluster: Any, tmp: Path) -> None:
     out = batch.output(tmp)
     kept = str(batch.root / "kept.png")
     code, text = _cli(["segment", kept, "-o", str(out)], cluster)
-    # Refused as a whole before anything runs, in the CLI's own words, exit 2.
-    assert code == 2, text
-    assert f"{out}: already holds complete images (" in text
-    assert "skip the complete images with --resume, or replace them with --overwrite" in text
-    assert text.count("already holds complete images") == 1
+    assert code == 1
+    assert (
+        f"{out}/kept: already complete; skip it with --resume or replace it with "
+        "--overwrite (overwrite=True)" in text
+    )
     assert open_segmentation(out, "kept").palette == batch.kept_palette
     code, text = _cli(["segment", kept, "-o", str(out), "--overwrite"], cluster)
     assert code == 0, text

@@ -52,7 +52,7 @@ def _print_result(i: int, n: str, res: Any, applied: str | None = None) -> None:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from kmdist.pipeline import OPTIONS, CompleteOutputError, Plan, Run
+    from kmdist.pipeline import OPTIONS, Plan, Run
 
     try:
         run = Run.from_values(
@@ -62,15 +62,6 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"kmdist segment: error: {exc}", file=sys.stderr)
         return 2
     plan = Plan(run)
-    try:
-        plan.refuse()  # before a cluster starts
-    except CompleteOutputError as exc:
-        print(
-            f"kmdist segment: error: {exc}; skip the complete images with --resume, or "
-            "replace them with --overwrite",
-            file=sys.stderr,
-        )
-        return 2
     # The cluster starts while kmdist's pipeline is imported and the inputs are listed.
     with plan.cluster() as get_client:
         return _segment_on(plan, get_client)

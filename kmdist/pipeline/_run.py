@@ -31,16 +31,7 @@ from kmdist.pipeline._options import Run
 from kmdist.pipeline._result import ImageResult
 from kmdist.pipeline._summary import RunSummary
 
-__all__ = [
-    "RETRIES",
-    "STOP_AFTER",
-    "UNIT_MAX",
-    "UNIT_MIN",
-    "CompleteOutputError",
-    "CountedRefs",
-    "Plan",
-    "RunError",
-]
+__all__ = ["RETRIES", "STOP_AFTER", "UNIT_MAX", "UNIT_MIN", "CountedRefs", "Plan", "RunError"]
 
 # Most and least images in one unit of a plan driven elsewhere (`Plan.units`).
 UNIT_MAX = 256
@@ -62,22 +53,6 @@ _REMEDY = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (quot
 
 class RunError(ValueError):
     """The run as a whole is refused or stopped: its inputs, palette or store."""
-
-
-class CompleteOutputError(RunError):
-    """The output already holds complete images, and neither resume nor overwrite is asked.
-
-    Front ends say how to ask in their own words (``--resume``, ``resume=True``).
-    """
-
-    def __init__(self, output: str, name: str) -> None:
-        self.output, self.name = output, name
-        super().__init__(f"{output}: already holds complete images ({name}, ...)")
-
-
-# Image groups of an existing output looked at for a complete one before a run starts:
-# enough to find one in a store a run wrote, a bounded cost in any store.
-_LOOK_AT = 100
 
 
 class CountedRefs:
@@ -192,7 +167,6 @@ class Plan:
         self._lut: Any = None
         self._refs: Iterator[ImageRef] = iter(())
         self._sleep = sleep
-        self._refusal_checked = False
         # Why the store was found unusable (`STOP_AFTER`); shared by the units in flight.
         self._halted: str | None = None
         self._remedy = ""
@@ -216,32 +190,6 @@ class Plan:
         ) as client:
             yield client
 
-    def refuse(self) -> None:
-        """Refuse, before a cluster starts, a run whose output already holds complete images.
-
-        Unless the run resumes or overwrites: a second command on the wrong output is
-        then stopped at once, instead of failing its images one by one. Looks at the
-        first `_LOOK_AT` image groups of the output at most.
-
-        Raises
-        ------
-        CompleteOutputError
-            The output holds a complete image and ``on_exists`` is ``"error"``.
-        """
-        from kmdist.store import OutputError, iter_segmentations
-
-        if self._refusal_checked or self.run.on_exists != "error":
-            return
-        self._refusal_checked = True
-        try:
-            for info in itertools.islice(iter_segmentations(self.run.output), _LOOK_AT):
-                if info.complete:
-                    error = CompleteOutputError(self.run.output, info.name)
-                    self.summary.run_error = str(error)
-                    raise error
-        except OutputError:
-            return  # no store yet, or not one: the write says so, naming it
-
     def check(self) -> CountedRefs:
         """Check every input, find the first image, read a saved palette.
 
@@ -251,13 +199,11 @@ class Plan:
         Raises
         ------
         RunError
-            An input does not exist, no image was found, or the palette cannot be read;
-            `CompleteOutputError` (see `refuse`).
+            An input does not exist, no image was found, or the palette cannot be read.
         """
         from kmdist.pipeline._palettes import load_palette
 
         run = self.run
-        self.refuse()
         try:
             self.found = _with_retries(
                 lambda: CountedRefs.listing(run.inputs, follow_symlinks=run.follow_symlinks),
