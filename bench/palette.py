@@ -191,8 +191,7 @@ def crops(n: int, *, noisy: bool, side: int = 256) -> list[np.ndarray]:
 
 def run_crops(n: int) -> dict[str, Any]:
     """Time and score every entry of `CROP_METHODS` on `n` crops, k=16 and k=8."""
-    from kmdist.palette._histogram import chunk_histogram
-    from kmdist.palette._learn import palette_from_histogram
+    from kmdist.palette import chunk_histogram, palette_from_histogram
 
     rows: list[Row] = []
     for noisy in (False, True):
