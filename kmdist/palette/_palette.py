@@ -173,6 +173,24 @@ class Palette:
             return np.clip(np.rint(self.colors), info.min, info.max).astype(dt)
         return self.colors.astype(dt)
 
+    def planes(self, labels: Any) -> Any:
+        """Return the image of (y, x) `labels` in these colours, channel first (c, y, x).
+
+        NumPy or Dask, as `labels` is; in the source's dtype (`colors_as`). What the
+        output store writes as the recoloured image.
+
+        Raises
+        ------
+        ValueError
+            A label with no colour (`k` or more).
+        """
+        from kmdist.palette._assign import recolor_planes
+        from kmdist.palette._assign_kernels import color_planes
+
+        if isinstance(labels, np.ndarray):
+            return color_planes(labels, self.colors_as())
+        return recolor_planes(labels, self)
+
     def display_rgba(self) -> npt.NDArray[np.uint8]:
         """One opaque 8-bit RGBA colour per label, for viewers and previews.
 

@@ -35,7 +35,7 @@ __all__ = [
 class Colours(Protocol):
     """What the store needs to know of an image's colours (a `kmdist.Palette` is one).
 
-    The store writes labels, the image recoloured through `colors_as`, the display
+    The store writes labels, the image recoloured by `planes`, the display
     colours of `display_rgba` and the items of `to_dict`; it knows no more of palettes,
     which the engine learns and hands down.
     """
@@ -53,6 +53,9 @@ class Colours(Protocol):
 
     def display_rgba(self) -> npt.NDArray[np.uint8]:
         """One opaque 8-bit RGBA colour per label, for viewers: shape (k, 4)."""
+
+    def planes(self, labels: Any) -> Any:
+        """Return the recoloured image of (y, x) `labels`, channel first (NumPy or Dask)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON description (colors, counts, inertia, ...), stored with the image."""

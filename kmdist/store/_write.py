@@ -523,32 +523,10 @@ def _level_sources(labels: Labels, lay: _LevelLayout, palette: Colours) -> list[
     sharded), starting at 0: every write task then fills whole shards that no other
     task touches, so writes run in parallel without locks.
     """
-    # Channel-first colour table: the recoloured image's planes are one `take` of it.
-    table = np.ascontiguousarray(palette.colors_as().T)
     if isinstance(labels, np.ndarray):
-        return [labels, _planes(labels, table)]
+        return [labels, palette.planes(labels)]
     label_source = labels.rechunk(lay.label_shard or lay.chunk)
-    blocks = labels.rechunk(lay.image_shard or lay.chunk)
-    image_source = blocks.map_blocks(
-        _planes,
-        table,
-        new_axis=0,
-        chunks=((table.shape[0],), *blocks.chunks),
-        dtype=table.dtype,
-        meta=np.empty((0, 0, 0), dtype=table.dtype),
-    )
-    return [label_source, image_source]
-
-
-def _planes(labels: npt.NDArray[Any], table: npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """Return the recoloured image of `labels`, channel first: ``table[:, labels]``."""
-    try:
-        return np.take(table, labels, axis=1)
-    except IndexError:
-        k = table.shape[1]
-        raise ValueError(
-            f"label {int(labels.max())} has no colour: the palette has {k} colours"
-        ) from None
+    return [label_source, palette.planes(labels.rechunk(lay.image_shard or lay.chunk))]
 
 
 def level_arrays(
